@@ -1,0 +1,1 @@
+"""Graph passes on ExportedPrograms that make any exported transformer mobile-ready (generic: no VGGT here)."""

@@ -1,0 +1,1 @@
+"""Quantization recipes, calibration and weight transforms for exported transformers (generic: no VGGT here)."""

@@ -1,0 +1,1 @@
+"""Loading, running and benchmarking compiled .pte programs."""

@@ -1,0 +1,1 @@
+"""Image preprocessing, BlendedMVS reading and synthetic scenes."""
