@@ -1,0 +1,102 @@
+"""Fixed-shape wrapper around the eager model and its `torch.export`.
+
+The wrapper picks which heads run (so unused heads and aggregator layers vanish from the graph) and
+returns a flat tuple of tensors in a fixed order, which is what a .pte program can return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from vggt_et.errors import UserError
+
+# Output group (CLI name) → tensors it returns, in program order.
+OUTPUT_GROUPS: dict[str, tuple[str, ...]] = {
+    "depth": ("depth", "depth_conf"),
+    "points": ("world_points", "world_points_conf"),
+    "camera": ("pose_enc",),
+}
+DEFAULT_OUTPUTS = ("depth",)
+
+
+@dataclass(frozen=True)
+class ProgramShape:
+    """The fixed shape a program is compiled for: one scene of `frames` images of height × width."""
+
+    frames: int = 2
+    height: int = 518
+    width: int = 518
+    patch_size: int = 14
+
+    def __post_init__(self) -> None:
+        if self.frames < 1:
+            raise UserError(f"--frames must be at least 1, got {self.frames}")
+        for name, value in (("height", self.height), ("width", self.width)):
+            if value < self.patch_size or value % self.patch_size:
+                raise UserError(
+                    f"--{name} {value} is not a positive multiple of {self.patch_size}; "
+                    f"try {max(self.patch_size, round(value / self.patch_size) * self.patch_size)}"
+                )
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int, int]:
+        return (1, self.frames, 3, self.height, self.width)
+
+
+def parse_outputs(outputs: str | Sequence[str]) -> tuple[str, ...]:
+    """'depth,points' → ('depth', 'points') in canonical order, rejecting unknown names."""
+    names = [n.strip() for n in (outputs.split(",") if isinstance(outputs, str) else outputs) if n.strip()]
+    unknown = [n for n in names if n not in OUTPUT_GROUPS]
+    if unknown or not names:
+        raise UserError(
+            f"unknown output {', '.join(unknown) or '(none)'}; choose from {', '.join(OUTPUT_GROUPS)}"
+        )
+    return tuple(n for n in OUTPUT_GROUPS if n in names)
+
+
+def output_names(outputs: Sequence[str]) -> list[str]:
+    return [tensor for group in outputs for tensor in OUTPUT_GROUPS[group]]
+
+
+class VGGTProgram(nn.Module):
+    """images [1, S, 3, H, W] in [0, 1] → the chosen output tensors, running only the heads they need."""
+
+    def __init__(self, model: nn.Module, outputs: Sequence[str] = DEFAULT_OUTPUTS) -> None:
+        super().__init__()
+        self.model = model
+        self.outputs = parse_outputs(outputs)
+        heads = {"depth": model.depth_head, "points": model.point_head, "camera": model.camera_head}
+        missing = [name for name in self.outputs if heads[name] is None]
+        if missing:
+            raise UserError(f"this model has no head for output {', '.join(missing)}")
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        model = self.model
+        tokens, patch_start_idx = model.aggregator(images)
+        results: list[torch.Tensor] = []
+        for name in self.outputs:
+            if name == "depth":
+                results.extend(model.depth_head(tokens, images, patch_start_idx))
+            elif name == "points":
+                results.extend(model.point_head(tokens, images, patch_start_idx))
+            else:
+                results.append(model.camera_head(tokens)[-1])
+        return tuple(results)
+
+
+def example_images(shape: ProgramShape, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(shape.input_shape, generator=generator)
+
+
+def export_program(
+    model: nn.Module, shape: ProgramShape, outputs: Sequence[str] = DEFAULT_OUTPUTS
+) -> torch.export.ExportedProgram:
+    """torch.export of the fixed-shape wrapper (non-strict; every shape is static)."""
+    program = VGGTProgram(model, outputs).eval()
+    with torch.no_grad():
+        return torch.export.export(program, (example_images(shape),), strict=False)

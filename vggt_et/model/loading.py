@@ -1,0 +1,130 @@
+"""Building presets and loading official checkpoints (.safetensors or .pt state dicts)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from vggt_et.errors import UserError
+from vggt_et.model.presets import PRESETS, get_preset
+from vggt_et.model.vggt import VGGT
+
+TRACK_PREFIX = "track_head."
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def build_model(preset: str, *, track_head: bool | None = None, device: str | torch.device = "cpu") -> VGGT:
+    """An un-loaded model of `preset` (default init). On `meta`, no memory is allocated."""
+    config = get_preset(preset).with_heads(track=track_head)
+    with torch.device(device):
+        return VGGT(config)
+
+
+def expected_shapes(preset: str, *, track_head: bool | None = None) -> dict[str, tuple[int, ...]]:
+    """Every state-dict tensor name of `preset` with its shape, computed on the meta device."""
+    return {
+        k: tuple(v.shape)
+        for k, v in build_model(preset, track_head=track_head, device="meta").state_dict().items()
+    }
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file or an official .pt state dict (loaded with weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"checkpoint {path} not found; pass the path of VGGT-1B's model.safetensors or model.pt"
+        )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # a corrupt or foreign file: one line, not a traceback from deep inside
+        raise UserError(
+            f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        ) from None
+    if isinstance(state, Mapping):
+        for key in ("model", "state_dict"):
+            if key in state and isinstance(state[key], Mapping):
+                state = state[key]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"checkpoint {path} is not a state dict of tensors")
+    return dict(state)
+
+
+def _mismatches(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]]) -> list[str]:
+    problems = [f"missing {k}" for k in expected if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in expected]
+    problems += [
+        f"{k} has shape {list(state[k].shape)}, preset wants {list(shape)}"
+        for k, shape in expected.items()
+        if k in state and tuple(state[k].shape) != shape
+    ]
+    return problems
+
+
+def fitting_preset(state: Mapping[str, torch.Tensor]) -> str | None:
+    """The built-in preset whose tensors match `state` (track head optional), if any."""
+    for name in PRESETS:
+        for track in (True, False):
+            if not _mismatches(state, expected_shapes(name, track_head=track)):
+                return name
+    return None
+
+
+def check_state_dict(
+    state: Mapping[str, torch.Tensor], preset: str, *, track_head: bool
+) -> dict[str, torch.Tensor]:
+    """Drop track-head tensors when that head is off; fail with the first offenders when the rest differs."""
+    state = dict(state)
+    if not track_head:
+        dropped = [k for k in state if k.startswith(TRACK_PREFIX)]
+        if dropped:
+            print(f"note: ignoring {len(dropped)} track-head tensors (track head is off)", file=sys.stderr)
+            state = {k: v for k, v in state.items() if not k.startswith(TRACK_PREFIX)}
+    problems = _mismatches(state, expected_shapes(preset, track_head=track_head))
+    if problems:
+        fits = fitting_preset(state)
+        hint = f"it fits preset {fits!r}" if fits else "no built-in preset fits it"
+        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise UserError(f"checkpoint does not fit preset {preset!r}: {'; '.join(problems[:3])}{more}; {hint}")
+    bad = sorted({str(v.dtype) for v in state.values() if v.dtype not in FLOAT_DTYPES})
+    if bad:
+        raise UserError(
+            f"checkpoint holds non-float tensors ({', '.join(bad)}); expected fp32/fp16/bf16 weights"
+        )
+    return state
+
+
+def load_model(
+    preset: str = "vggt-1b",
+    checkpoint: str | Path | None = None,
+    *,
+    random_weights: bool = False,
+    seed: int = 0,
+    track_head: bool | None = None,
+) -> VGGT:
+    """Eager model in eval mode, float32, with the checkpoint's weights or a seeded random init.
+
+    With a checkpoint the model is built on `meta` and the loaded tensors are assigned, so loading
+    VGGT-1B needs the weights' memory once, not twice.
+    """
+    if (checkpoint is None) == (not random_weights):
+        raise UserError("give either a checkpoint or random_weights=True (--checkpoint F | --random-weights)")
+    config = get_preset(preset).with_heads(track=track_head)
+    track = config.enable_track
+    if checkpoint is None:
+        torch.manual_seed(seed)
+        model = build_model(preset, track_head=track)
+    else:
+        state = check_state_dict(read_state_dict(checkpoint), preset, track_head=track)
+        state = {k: v.to(torch.float32) for k, v in state.items()}
+        model = build_model(preset, track_head=track, device="meta")
+        model.load_state_dict(state, strict=True, assign=True)
+        model.aggregator.reset_normalization()
+    return model.eval()
