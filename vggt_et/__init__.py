@@ -16,7 +16,7 @@ def load_model(
     *,
     random_weights: bool = False,
     seed: int = 0,
-    track_head: bool | None = None,
+    track_head: bool = False,
 ) -> torch.nn.Module:
     """Build the eager VGGT model of `preset`, with weights from `checkpoint` or from `seed`.
 

@@ -1,0 +1,30 @@
+"""Shared fixtures: small models and paths. Tests run on the `tiny` preset (fast tier)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+MANIFEST = REPO.parent / "shared" / "vggt1b_state_dict_manifest.json"
+
+# Two cores are shared by everything on CI machines; oversubscription only slows tests down.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def manifest() -> dict:
+    if not MANIFEST.is_file():
+        pytest.fail(f"{MANIFEST} missing: CI clones the repo with shared/ beside it")
+    return json.loads(MANIFEST.read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    import vggt_et
+
+    return vggt_et.load_model("tiny", random_weights=True, seed=0)
