@@ -1,0 +1,414 @@
+"""Benchmark a `.pte` with the C++ runner on this host or on a phone over adb, and check its outputs.
+
+The flow is the same in both places: write deterministic inputs as .npy, (push runner + its libraries +
+program + inputs to /data/local/tmp/vggt-et), run the runner, (pull) its JSON line and outputs, then compare
+the outputs with ExecuTorch's Python runtime on this host. The report keeps the bench contract keys of
+ARCHITECTURE.md (`where, iters, threads, load_ms, latency_ms{min,median,p90,max}, peak_rss_bytes`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from vggt_et.runtime.adb import AdbDevice, AdbError, total_bytes
+from vggt_et.runtime.program import ProgramError, PteProgram, example_inputs
+
+REMOTE_ROOT = "/data/local/tmp/vggt-et"
+RUNNER_NAME = "vggt_et_runner"
+REPO_RUNNER_DIR = Path(__file__).resolve().parent.parent / "android_runner"
+# Outputs agree when rel. L2 error is below this: bit-exact on the same host, within float reordering
+# (different SIMD kernels) on another CPU.
+DEFAULT_TOLERANCE = 1e-4
+SPACE_MARGIN = 1.1
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run or the runner failed; one line (plus the runner's log tail)."""
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    index: int
+    shape: tuple[int, ...]
+    max_abs: float
+    rel_l2: float
+
+
+def default_runner(adb: bool) -> Path:
+    """The runner this repository builds: android-arm64-v8a for adb, host otherwise."""
+    preset = "android-arm64-v8a" if adb else "host"
+    return REPO_RUNNER_DIR / f"build-{preset}" / RUNNER_NAME
+
+
+def _resolve_runner(runner: str | os.PathLike | None, adb: bool) -> Path:
+    path = Path(runner) if runner is not None else default_runner(adb)
+    if not path.is_file():
+        preset = "android-arm64-v8a" if adb else "host"
+        raise BenchError(
+            f"runner '{path}' does not exist: build it with android_runner/ci_build.sh {preset} "
+            "or pass --runner"
+        )
+    if not os.access(path, os.X_OK):
+        raise BenchError(f"runner '{path}' is not executable: chmod +x it")
+    return path
+
+
+def runner_libraries(runner: Path) -> list[Path]:
+    """Shared ExecuTorch libraries next to the runner (wheel builds); a static Android build has none."""
+    return sorted(runner.parent.glob("libexecutorch*.so"))
+
+
+def compare_outputs(actual: Sequence[np.ndarray], expected: Sequence[np.ndarray]) -> list[OutputCheck]:
+    """Per-output max |a - e| and ||a - e|| / ||e||; shape mismatches raise."""
+    if len(actual) != len(expected):
+        raise BenchError(f"runner wrote {len(actual)} outputs, the Python runtime produced {len(expected)}")
+    checks = []
+    for index, (got, want) in enumerate(zip(actual, expected, strict=True)):
+        if got.shape != want.shape:
+            raise BenchError(
+                f"output {index} has shape {got.shape} from the runner but {want.shape} from Python"
+            )
+        diff = got.astype(np.float64) - want.astype(np.float64)
+        norm = float(np.linalg.norm(want.astype(np.float64)))
+        max_abs = float(np.abs(diff).max()) if diff.size else 0.0
+        rel = float(np.linalg.norm(diff)) / norm if norm > 0 else float(np.linalg.norm(diff))
+        checks.append(OutputCheck(index, tuple(got.shape), max_abs, rel))
+    return checks
+
+
+def _log_tail(log: str, lines: int = 15) -> str:
+    kept = [line for line in log.strip().splitlines() if line.strip()][-lines:]
+    return "\n".join("  | " + line for line in kept)
+
+
+def _exit_description(code: int) -> str:
+    signal_number = code - 128 if code > 128 else -code if code < 0 else 0
+    if signal_number > 0:
+        try:
+            return f"crashed with signal {signal_number} ({signal.Signals(signal_number).name})"
+        except ValueError:
+            return f"crashed with signal {signal_number}"
+    return f"exited with code {code}"
+
+
+def _runner_args(
+    model: str,
+    inputs: Sequence[str],
+    output_dir: str,
+    json_path: str,
+    iters: int,
+    warmup: int,
+    threads: int | None,
+    where: str,
+) -> list[str]:
+    args = ["--model", model]
+    for path in inputs:
+        args += ["--input", path]
+    args += [
+        "--output-dir",
+        output_dir,
+        "--json",
+        json_path,
+        "--iters",
+        str(iters),
+        "--warmup",
+        str(warmup),
+        "--where",
+        where,
+    ]
+    if threads:
+        args += ["--threads", str(threads)]
+    return args
+
+
+def _read_stats(path: Path, log: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise BenchError(
+            f"runner left no readable stats ({error}); its log ends:\n{_log_tail(log)}"
+        ) from None
+
+
+def _run_on_host(
+    runner: Path,
+    model: Path,
+    inputs: list[Path],
+    work: Path,
+    *,
+    iters: int,
+    warmup: int,
+    threads: int | None,
+    timeout: float,
+) -> tuple[dict, Path]:
+    output_dir = work / "out"
+    output_dir.mkdir()
+    stats_path = work / "stats.json"
+    argv = [
+        str(runner),
+        *_runner_args(
+            str(model),
+            [str(p) for p in inputs],
+            str(output_dir),
+            str(stats_path),
+            iters,
+            warmup,
+            threads,
+            "host",
+        ),
+    ]
+    try:
+        completed = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"runner did not finish within {timeout:.0f} s; lower --iters") from None
+    log = completed.stderr + completed.stdout
+    if completed.returncode != 0:
+        raise BenchError(f"runner {_exit_description(completed.returncode)}; its log ends:\n{_log_tail(log)}")
+    return _read_stats(stats_path, log), output_dir
+
+
+def _run_over_adb(
+    device: AdbDevice,
+    runner: Path,
+    model: Path,
+    inputs: list[Path],
+    work: Path,
+    *,
+    output_bytes: int,
+    iters: int,
+    warmup: int,
+    threads: int | None,
+    timeout: float,
+    echo: Callable[[str], None],
+) -> tuple[dict, Path]:
+    libraries = runner_libraries(runner)
+    uploads = [runner, *libraries, model, *inputs]
+    needed = int((total_bytes(uploads) + output_bytes) * SPACE_MARGIN)
+    device.check_shell(f"mkdir -p {REMOTE_ROOT}")
+    free = device.free_bytes(REMOTE_ROOT)
+    if free < needed:
+        raise BenchError(
+            f"not enough space on device '{device.serial}': {needed / 1e6:.1f} MB needed in "
+            f"{REMOTE_ROOT}, {free / 1e6:.1f} MB free; delete files there or free storage"
+        )
+    run_dir = f"{REMOTE_ROOT}/run"
+    device.check_shell(f"rm -rf {run_dir} && mkdir -p {run_dir}/out")
+    echo(
+        f"pushing runner, {len(libraries)} libraries, {model.name} and {len(inputs)} inputs "
+        f"({total_bytes(uploads) / 1e6:.1f} MB) to {device.serial}:{REMOTE_ROOT}"
+    )
+    for path in [runner, *libraries]:
+        device.push(path, f"{REMOTE_ROOT}/{path.name}")
+    remote_model = f"{REMOTE_ROOT}/model.pte"
+    device.push(model, remote_model)
+    remote_inputs = []
+    for path in inputs:
+        remote_inputs.append(f"{run_dir}/{path.name}")
+        device.push(path, remote_inputs[-1])
+    device.check_shell(f"chmod 755 {REMOTE_ROOT}/{RUNNER_NAME}")
+    args = _runner_args(
+        remote_model,
+        remote_inputs,
+        f"{run_dir}/out",
+        f"{run_dir}/stats.json",
+        iters,
+        warmup,
+        threads,
+        f"adb:{device.serial}",
+    )
+    command = (
+        f"cd {REMOTE_ROOT} && LD_LIBRARY_PATH={REMOTE_ROOT} ./{RUNNER_NAME} "
+        f"{' '.join(shlex.quote(a) for a in args)} > {run_dir}/log.txt 2>&1"
+    )
+    echo(f"running {warmup} warm-up + {iters} timed iterations on {device.serial}")
+    code, _ = device.shell(command, timeout=timeout)
+    if code != 0:
+        _, log = device.shell(f"tail -n 40 {run_dir}/log.txt")
+        raise BenchError(
+            f"runner on '{device.serial}' {_exit_description(code)}; its log ends:\n{_log_tail(log)}"
+        )
+    local_out = work / "out"
+    local_out.mkdir()
+    stats_path = work / "stats.json"
+    device.pull(f"{run_dir}/stats.json", stats_path)
+    stats = _read_stats(stats_path, "")
+    for index, entry in enumerate(stats.get("outputs", [])):
+        if entry and "file" in entry:
+            device.pull(entry["file"], local_out / Path(entry["file"]).name)
+        else:
+            raise BenchError(f"runner wrote no file for output {index}")
+    return stats, local_out
+
+
+def _load_outputs(output_dir: Path, count: int) -> list[np.ndarray]:
+    arrays = []
+    for index in range(count):
+        path = output_dir / f"output_{index}.npy"
+        if not path.is_file():
+            raise BenchError(f"runner did not write {path.name}")
+        arrays.append(np.load(path))
+    return arrays
+
+
+def run_bench(
+    model: str | os.PathLike,
+    *,
+    adb_serial: str | None = None,
+    runner: str | os.PathLike | None = None,
+    iters: int = 10,
+    warmup: int = 1,
+    threads: int | None = None,
+    json_path: str | os.PathLike | None = None,
+    inputs: Sequence[np.ndarray] | None = None,
+    seed: int = 0,
+    tolerance: float = DEFAULT_TOLERANCE,
+    adb: str | None = None,
+    timeout: float = 1800.0,
+    echo: Callable[[str], None] = print,
+) -> dict:
+    """Runs the runner on the host (adb_serial None) or on device `adb_serial`; returns the bench report.
+
+    The report has the contract keys plus `model, runner, pte_bytes, samples_ms, check{ok, tolerance,
+    outputs[{index, shape, max_abs, rel_l2}]}`. Raises BenchError, AdbError or ProgramError (one line).
+    """
+    model = Path(model)
+    if iters < 1 or warmup < 0:
+        raise BenchError(f"--iters must be >= 1 and warm-up >= 0, got iters={iters}, warmup={warmup}")
+    if threads is not None and threads < 1:
+        raise BenchError(f"--threads must be >= 1, got {threads}")
+    runner_path = _resolve_runner(runner, adb_serial is not None)
+    device = AdbDevice.connect(adb_serial, adb) if adb_serial is not None else None
+    reference = PteProgram(model)
+    arrays = reference.check_inputs(inputs if inputs is not None else example_inputs(reference.inputs, seed))
+    with tempfile.TemporaryDirectory(prefix="vggt-et-bench-") as temp:
+        work = Path(temp)
+        input_paths = []
+        for index, array in enumerate(arrays):
+            input_paths.append(work / f"input_{index}.npy")
+            np.save(input_paths[-1], array)
+        if device is None:
+            echo(f"running {warmup} warm-up + {iters} timed iterations of {model.name} on the host")
+            stats, output_dir = _run_on_host(
+                runner_path,
+                model,
+                input_paths,
+                work,
+                iters=iters,
+                warmup=warmup,
+                threads=threads,
+                timeout=timeout,
+            )
+        else:
+            output_bytes = sum(spec.nbytes for spec in reference.outputs)
+            stats, output_dir = _run_over_adb(
+                device,
+                runner_path,
+                model,
+                input_paths,
+                work,
+                output_bytes=output_bytes,
+                iters=iters,
+                warmup=warmup,
+                threads=threads,
+                timeout=timeout,
+                echo=echo,
+            )
+        actual = _load_outputs(output_dir, len(reference.outputs))
+    checks = compare_outputs(actual, reference.run(arrays))
+    report = {
+        key: stats[key] for key in ("where", "iters", "threads", "load_ms", "latency_ms", "peak_rss_bytes")
+    }
+    report.update(
+        model=str(model),
+        runner=str(runner_path),
+        pte_bytes=model.stat().st_size,
+        samples_ms=stats.get("samples_ms", []),
+        check={
+            "ok": all(c.rel_l2 <= tolerance for c in checks),
+            "tolerance": tolerance,
+            "outputs": [
+                {"index": c.index, "shape": list(c.shape), "max_abs": c.max_abs, "rel_l2": c.rel_l2}
+                for c in checks
+            ],
+        },
+    )
+    if json_path is not None:
+        write_json(report, json_path)
+    return report
+
+
+def write_json(report: dict, path: str | os.PathLike) -> None:
+    """Writes the report atomically (temp file + rename)."""
+    target = Path(path)
+    temp = target.with_name(target.name + ".part")
+    temp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(temp, target)
+
+
+def format_table(report: dict) -> str:
+    """The report as an aligned two-column table, then one row per output check."""
+    latency = report["latency_ms"]
+    rows = [
+        ("where", report["where"]),
+        ("iters / threads", f"{report['iters']} / {report['threads']}"),
+        ("load", f"{report['load_ms']:.1f} ms"),
+        ("latency min / median", f"{latency['min']:.2f} / {latency['median']:.2f} ms"),
+        ("latency p90 / max", f"{latency['p90']:.2f} / {latency['max']:.2f} ms"),
+        ("peak RSS", f"{report['peak_rss_bytes'] / 2**20:.1f} MiB"),
+        ("program size", f"{report['pte_bytes'] / 2**20:.2f} MiB"),
+        ("peak RSS / program", f"{report['peak_rss_bytes'] / max(report['pte_bytes'], 1):.2f}x"),
+    ]
+    for check in report["check"]["outputs"]:
+        rows.append(
+            (
+                f"output {check['index']} vs Python",
+                f"max|d| {check['max_abs']:.2e}  rel L2 {check['rel_l2']:.2e}",
+            )
+        )
+    rows.append(
+        (
+            "outputs match",
+            "yes" if report["check"]["ok"] else f"NO (tolerance {report['check']['tolerance']})",
+        )
+    )
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def bench_command(
+    model: str,
+    host: bool,
+    adb_serial: str | None,
+    runner: str | None = None,
+    iters: int = 10,
+    threads: int | None = None,
+    json_path: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict:
+    """What `vggt-et bench` calls: exactly one of host / adb_serial; prints the table; raises USER_ERRORS."""
+    if host == (adb_serial is not None):
+        raise BenchError("pass exactly one of --host and --adb-serial SERIAL")
+    report = run_bench(
+        model,
+        adb_serial=adb_serial,
+        runner=runner,
+        iters=iters,
+        threads=threads,
+        json_path=json_path,
+        echo=echo,
+    )
+    echo(format_table(report))
+    return report
+
+
+USER_ERRORS = (BenchError, AdbError, ProgramError)
+"""Exceptions `vggt-et bench` should turn into a one-line message and exit code 2."""
