@@ -1,1 +1,32 @@
-"""Graph passes on ExportedPrograms that make any exported transformer mobile-ready (generic: no VGGT here)."""
+"""Graph passes on ExportedPrograms that make exported transformers mobile-ready (generic, no VGGT here).
+
+    ep = vggt_et.passes.apply(ep, "xnnpack")             # or "qnn", "portable", "tflite"
+    ep, reports = vggt_et.passes.apply_with_report(ep, "xnnpack")
+    report = vggt_et.passes.audit_program(ep, "xnnpack")  # audit JSON; format_audit(report) prints it
+"""
+
+from .audit import audit_program, count_ops, coverage, format_audit, lower_xnnpack, max_compute_rank
+from .fold_constants import fold_constants
+from .graph_utils import PassError
+from .layer_norm import decompose_layer_norm
+from .layout import simplify_layout
+from .manager import (
+    BACKENDS,
+    PASS_LISTS,
+    PASSES,
+    PassReport,
+    apply,
+    apply_with_report,
+    pass_names,
+    run_passes,
+)
+from .rotate_half import rewrite_rotate_half
+from .sdpa import decompose_sdpa
+from .slicing import select_to_slice
+
+__all__ = [
+    "BACKENDS", "PASSES", "PASS_LISTS", "PassError", "PassReport", "apply", "apply_with_report",
+    "audit_program", "count_ops", "coverage", "decompose_layer_norm", "decompose_sdpa", "fold_constants",
+    "format_audit", "lower_xnnpack", "max_compute_rank", "pass_names", "rewrite_rotate_half", "run_passes",
+    "select_to_slice", "simplify_layout",
+]

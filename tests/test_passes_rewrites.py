@@ -1,0 +1,218 @@
+"""Each pass on toy transformers: its pattern is gone, outputs are unchanged, a second run changes nothing."""
+
+from __future__ import annotations
+
+import einops
+import pytest
+import torch
+import torch.nn.functional as F
+import vggt_et.passes as P
+from torch import nn
+from toy_transformers import SdpaVariants, export_toy, image_input, sdpa_inputs, toy_vit
+from vggt_et.passes.graph_utils import copy_program
+
+aten = torch.ops.aten
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+def targets(ep) -> set:
+    return {n.target for n in ep.graph.nodes if n.op == "call_function"}
+
+
+def run(pass_fn, ep):
+    """Apply to a copy (the original stays usable as the reference) and check the pass is idempotent."""
+    out, n = pass_fn(copy_program(ep))
+    again, n2 = pass_fn(copy_program(out))
+    assert n2 == 0, f"second run of {pass_fn} rewrote {n2} more nodes"
+    assert P.count_ops(again.graph) == P.count_ops(out.graph)
+    return out, n
+
+
+@pytest.fixture(scope="module")
+def vit_case():
+    model = toy_vit(head=True, depth=1)
+    args = image_input()
+    ep = export_toy(model, args)
+    with torch.no_grad():
+        ref = model(*args)
+    return model, args, ep, ref
+
+
+@pytest.fixture(scope="module")
+def vit_folded(vit_case):
+    _, args, ep, ref = vit_case
+    return P.fold_constants(copy_program(ep))[0], args, ref
+
+
+def test_fold_constants_removes_runtime_tables(vit_case):
+    _, args, ep, ref = vit_case
+    before = targets(ep)
+    runtime_tables = {aten._upsample_bicubic2d_aa.vec, aten.embedding.default, aten.arange.default}
+    assert runtime_tables | {aten.sin.default} <= before
+    out, n = run(P.fold_constants, ep)
+    assert n > 0
+    left = targets(out)
+    for op in (aten._upsample_bicubic2d_aa.vec, aten.embedding.default, aten.arange.default,
+               aten.arange.start_step, aten.sin.default, aten.cos.default, aten.pow.Scalar,
+               aten.linspace.default, aten.to.dtype, aten._assert_tensor_metadata.default):
+        assert op not in left, op
+    assert not any(n.meta["val"].dtype == torch.float64 for n in out.graph.nodes
+                   if isinstance(n.meta.get("val"), torch.Tensor))
+    assert rel_err(out.module()(*args), ref) <= 1e-5
+    # New constants are proper lifted constants: the program re-exports (quantization does this).
+    again = torch.export.export(out.module(), args, strict=False)
+    assert rel_err(again.module()(*args), ref) <= 1e-5
+    # Parameters read only by folded subgraphs are gone from the program.
+    assert "pos_embed" not in out.state_dict
+
+
+def test_fold_constants_keeps_shared_weight_relayouts():
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.lin(x) + x @ self.lin.weight.t()  # t() of a weight the linear also reads
+
+    torch.manual_seed(0)
+    model, x = Shared().eval(), torch.randn(3, 8)
+    ep = export_toy(model, (x,))
+    out, n = P.fold_constants(copy_program(ep))
+    assert n == 0
+    assert not out.constants  # no second copy of the weight
+    assert targets(out) & {aten.t.default, aten.transpose.int, aten.permute.default}
+
+
+@pytest.mark.parametrize("use_einops", [True, False])
+def test_select_to_slice_removes_select_and_rank5(use_einops):
+    model = toy_vit(depth=1, rope=False, qk_norm=False, use_einops=use_einops)
+    args = image_input()
+    ep = export_toy(model, args)
+    assert P.max_compute_rank(ep.graph) == 5
+    assert targets(ep) & {aten.select.int, aten.unbind.int}
+    out, n = run(P.select_to_slice, ep)
+    assert n > 0
+    assert not targets(out) & {aten.select.int, aten.unbind.int, aten.split.Tensor, aten.chunk.default}
+    assert P.max_compute_rank(out.graph) == 4
+    assert rel_err(out.module()(*args), model(*args)) <= 1e-5
+
+
+def test_select_to_slice_handles_chunk_split_and_plain_select():
+    class Chunky(nn.Module):
+        def forward(self, x):
+            a, b = x.chunk(2, dim=-1)
+            c, d, e = torch.split(x, [1, 2, 3], dim=1)
+            return a * b + x[:, :, 2].unsqueeze(-1) + c.sum() + d.mean() + e[0, 0, 0]
+
+    x = torch.randn(2, 6, 4)
+    ep = export_toy(Chunky(), (x,))
+    out, n = run(P.select_to_slice, ep)
+    assert n > 0
+    assert not targets(out) & {aten.select.int, aten.split.Tensor, aten.chunk.default,
+                               aten.split_with_sizes.default}
+    assert rel_err(out.module()(x), Chunky()(x)) <= 1e-5
+
+
+def test_simplify_layout_collapses_einops_chains():
+    class Chains(nn.Module):
+        def forward(self, x):  # x [2, 3, 4, 5]
+            y = einops.rearrange(x, "b c h w -> b (h w) c")
+            y = y.unsqueeze(1).squeeze(1).view(2, 4, 5, 3).flatten(1, 2)  # back to [2, 20, 3]
+            z = y.permute(0, 2, 1).permute(0, 2, 1)  # identity
+            w = einops.repeat(x.mean(1), "b h w -> b c h w", c=3) * x[:, :3]
+            return z, w, x.unsqueeze(0).permute(1, 0, 2, 3, 4).squeeze(1)
+
+    x = torch.randn(2, 3, 4, 5)
+    model = Chains()
+    ep = export_toy(model, (x,))
+    out, n = run(P.simplify_layout, ep)
+    assert n > 0
+    left = targets(out)
+    assert not left & {aten.view.default, aten.unsqueeze.default, aten.squeeze.dim, aten.flatten.using_ints,
+                       aten.transpose.int, aten.expand.default}
+    nodes = [nd for nd in out.graph.nodes if nd.op == "call_function"]
+    for nd in nodes:  # no chains of reshapes or of permutes, no identities
+        if nd.target in (aten.reshape.default, aten.permute.default):
+            src = nd.args[0]
+            assert not (src.op == "call_function" and src.target == nd.target), nd
+            same_shape = list(src.meta["val"].shape) == list(nd.meta["val"].shape)
+            assert not (same_shape and nd.target == aten.reshape.default), nd
+    ref, got = model(x), out.module()(x)
+    for g, r in zip(got, ref, strict=True):
+        assert rel_err(g, r) <= 1e-5
+
+
+def test_simplify_layout_turns_4d_matmul_into_bmm():
+    class Mm(nn.Module):
+        def forward(self, a, b):
+            return torch.matmul(a, b)
+
+    a, b = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 5, 6)
+    ep = export_toy(Mm(), (a, b))
+    out, _ = run(P.simplify_layout, ep)
+    assert aten.matmul.default not in targets(out) and aten.bmm.default in targets(out)
+    assert P.max_compute_rank(out.graph) == 4
+    assert rel_err(out.module()(a, b), a @ b) <= 1e-5
+
+
+@pytest.mark.parametrize("mode", ["plain", "scale", "float_mask", "bool_mask", "causal"])
+@pytest.mark.parametrize("split_heads", [False, True])
+def test_decompose_sdpa(mode, split_heads):
+    model, args = SdpaVariants(mode).eval(), sdpa_inputs()
+    ep = export_toy(model, args)
+    out, n = run(lambda e: P.decompose_sdpa(e, split_heads=split_heads), ep)
+    assert n == 1
+    left = targets(out)
+    assert aten.scaled_dot_product_attention.default not in left and aten.bmm.default in left
+    for nd in out.graph.nodes:
+        if nd.op == "call_function" and nd.target == aten.bmm.default:
+            assert nd.meta["val"].dim() == 3
+    if split_heads:
+        assert sum(nd.target == aten.bmm.default for nd in out.graph.nodes) == 2 * args[0].shape[1]
+    assert rel_err(out.module()(*args), model(*args)) <= 1e-5
+
+
+def test_decompose_sdpa_rejects_dropout_with_clear_error():
+    class Drop(nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=0.5)
+
+    ep = export_toy(Drop(), sdpa_inputs())
+    with pytest.raises(P.PassError, match="dropout"):
+        P.decompose_sdpa(copy_program(ep))
+
+
+def test_decompose_layer_norm_incl_qk_norm(vit_folded):
+    ep, args, ref = vit_folded
+    assert aten.layer_norm.default in targets(ep)
+    out, n = run(P.decompose_layer_norm, ep)
+    assert n == 5  # norm1, q_norm, k_norm, norm2, final norm
+    assert aten.layer_norm.default not in targets(out)
+    for nd in out.graph.nodes:  # every mean is the form XNNPACK takes
+        if nd.op == "call_function" and nd.target == aten.mean.dim:
+            assert nd.args[0].meta["val"].dim() == 4 and list(nd.args[1]) == [2, 3] and nd.args[2] is True
+    assert rel_err(out.module()(*args), ref) <= 1e-5
+
+
+@pytest.mark.parametrize("mode", ["sign", "matmul"])
+def test_rotate_half(vit_folded, mode):
+    ep, args, ref = vit_folded
+    assert aten.neg.default in targets(ep)
+    out, n = run(lambda e: P.rewrite_rotate_half(e, mode=mode), ep)
+    assert n == 4  # q and k, y and x halves
+    assert aten.neg.default not in targets(out)
+    if mode == "sign":  # the sign went into the constant sin tables: no extra multiply
+        assert P.count_ops(out.graph)["aten.mul.Tensor"] == P.count_ops(ep.graph)["aten.mul.Tensor"]
+    assert rel_err(out.module()(*args), ref) <= 1e-5
+
+
+def test_rotate_half_without_constant_tables(vit_case):
+    _, args, ep, ref = vit_case  # unfolded: sin is computed at run time, so a sign vector is multiplied in
+    out, n = run(P.rewrite_rotate_half, ep)
+    assert n == 4 and aten.neg.default not in targets(out)
+    assert rel_err(out.module()(*args), ref) <= 1e-5
