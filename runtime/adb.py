@@ -34,7 +34,7 @@ def find_adb(adb: str | None = None) -> str:
 
 def list_devices(adb: str) -> dict[str, str]:
     """Serial -> state ("device", "unauthorized", "offline", ...) as `adb devices` reports them."""
-    completed = subprocess.run([adb, "devices"], capture_output=True, text=True, timeout=60)
+    completed = subprocess.run([adb, "devices"], capture_output=True, text=True, errors="replace", timeout=60)
     if completed.returncode != 0:
         raise AdbError(f"'adb devices' failed ({completed.returncode}): {completed.stderr.strip()[-300:]}")
     devices = {}
@@ -75,7 +75,11 @@ class AdbDevice:
 
     def _adb(self, *args: str, timeout: float | None = 600) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [self.adb, "-s", self.serial, *args], capture_output=True, text=True, timeout=timeout
+            [self.adb, "-s", self.serial, *args],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
         )
 
     def shell(self, command: str, *, timeout: float | None = 600) -> tuple[int, str]:

@@ -167,7 +167,7 @@ def _run_on_host(
         ),
     ]
     try:
-        completed = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        completed = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout)
     except subprocess.TimeoutExpired:
         raise BenchError(f"runner did not finish within {timeout:.0f} s; lower --iters") from None
     log = completed.stderr + completed.stdout

@@ -88,3 +88,12 @@ def build_toy_pte(path: str | os.PathLike, quant: str = "fp32", seed: int = 0) -
         Path(temp).unlink(missing_ok=True)
         raise
     return target
+
+
+def cached_toy_pte(cache_dir: str | os.PathLike, quant: str = "fp32") -> Path:
+    """`build_toy_pte` into `cache_dir`, keyed by this file's contents: repeated test runs skip the export."""
+    import hashlib
+
+    digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    target = Path(cache_dir) / f"toy-{quant}-{digest}.pte"
+    return target if target.is_file() else build_toy_pte(target, quant)
