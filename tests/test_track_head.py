@@ -145,6 +145,10 @@ def test_flow_embedding_interleaves_sin_cos_with_linear_frequencies():
             angle = value * k * 1000.0 / channels
             expected += [math.sin(angle), math.cos(angle)]
     torch.testing.assert_close(embed.flatten(), torch.tensor(expected), rtol=1e-5, atol=1e-5)
+    # Official quirk: float32 frequencies and a float32 result even for float64 displacements.
+    embed64 = flow_embedding_2d(xy.double(), channels)
+    assert embed64.dtype == torch.float32
+    torch.testing.assert_close(embed64.flatten(), torch.tensor(expected), rtol=0, atol=1e-7)
 
 
 # --------------------------------------------------------------------------------- correlation

@@ -70,18 +70,20 @@ def sincos_pos_embed_2d(
 
 
 def flow_embedding_2d(xy: torch.Tensor, channels: int) -> torch.Tensor:
-    """Sin-cos code of 2-D displacements [..., 2] -> [..., 2*channels] (x block, then y block).
+    """Sin-cos code of 2-D displacements [..., 2] -> float32 [..., 2*channels] (x block, then y block).
 
     Unlike `sincos_embedding_1d` the sines and cosines are interleaved (sin, cos, sin, cos, ...) and the
     frequencies grow linearly, k * 1000/channels for k = 0, 2, 4, ... (official `get_2d_embedding`).
+    As there, the frequencies and the result are float32 whatever the dtype of `xy` (the angles take
+    the promoted dtype), so float64 or reduced-precision runs round the same way.
     """
     if channels % 2:
         raise ValueError(f"flow embedding needs an even channel count, got {channels}")
-    frequencies = torch.arange(0, channels, 2, device=xy.device, dtype=xy.dtype) * (1000.0 / channels)
+    frequencies = torch.arange(0, channels, 2, device=xy.device, dtype=torch.float32) * (1000.0 / channels)
 
     def interleaved(coordinate: torch.Tensor) -> torch.Tensor:
         angles = coordinate * frequencies
-        return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+        return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2).to(torch.float32)
 
     return torch.cat([interleaved(xy[..., 0:1]), interleaved(xy[..., 1:2])], dim=-1)
 

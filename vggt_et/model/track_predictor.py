@@ -115,9 +115,11 @@ class BaseTrackerPredictor(nn.Module):
         # Loop invariants (the official code recomputes them every iteration, with the same values):
         # a fixed 2-D position code read at each query point, and the query/other frame tokens.
         pos_embed = sincos_pos_embed_2d(self.transformer_dim, height, width, device=fmaps.device)
-        query_pos = sample_features_at_points(pos_embed.to(fmaps.dtype).expand(batch, -1, -1, -1), queries)
+        # The table stays float32 and the frame tokens take the token dtype, as in the official code,
+        # so reduced-precision runs promote the same way.
+        query_pos = sample_features_at_points(pos_embed.expand(batch, -1, -1, -1), queries)
         query_pos = query_pos.reshape(batch * tracks, 1, self.transformer_dim)
-        frame_tokens = self._frame_tokens(frames).to(fmaps.dtype)
+        frame_tokens = self._frame_tokens(frames)
 
         coord_preds = []
         for _ in range(iters):
@@ -133,7 +135,8 @@ class BaseTrackerPredictor(nn.Module):
 
             feats = track_feats.transpose(1, 2).reshape(batch * tracks, frames, self.latent_dim)
             # Same order of additions as the official code: (token + position code) + frame token.
-            tokens = torch.cat([flow_code, corr, feats], dim=2) + query_pos + frame_tokens
+            tokens = torch.cat([flow_code, corr, feats], dim=2) + query_pos
+            tokens = tokens + frame_tokens.to(tokens.dtype)
 
             delta = self.updateformer(tokens.view(batch, tracks, frames, -1))  # [B, N, S, latent+2]
             delta_coords = delta[..., :2]
