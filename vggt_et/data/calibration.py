@@ -1,0 +1,58 @@
+"""View groups for calibration and comparison: from a BlendedMVS root, or synthetic when none is given."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+
+from vggt_et.data.blendedmvs import ViewGroup, calibration_scenes, load_group, sample_view_groups
+from vggt_et.data.synthetic import write_synthetic_dataset
+
+logger = logging.getLogger(__name__)
+
+
+def calibration_groups(
+    root: str | os.PathLike | None,
+    frames: int,
+    height: int,
+    width: int,
+    n_groups: int = 8,
+    *,
+    strategy: str = "consecutive",
+    mode: str = "crop",
+    seed: int = 0,
+    with_depth: bool = False,
+) -> list[ViewGroup]:
+    """`n_groups` groups of `frames` views at (height, width), spread round-robin over the scenes.
+
+    With `root` None, synthetic scenes are rendered at (height, width) into a temporary folder
+    (removed again; the groups live in memory) and a warning says so.
+    """
+    if root is None:
+        tmp = tempfile.mkdtemp(prefix="vggt-et-synthetic-")
+        try:
+            n_scenes = min(max(n_groups, 1), 4)
+            write_synthetic_dataset(tmp, n_scenes, max(8, frames), height, width, seed=seed)
+            logger.warning(
+                "no calibration data given: using %d synthetic scenes (%dx%d)", n_scenes, height, width
+            )
+            return _groups_from_root(tmp, frames, height, width, n_groups, strategy, mode, seed, with_depth)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return _groups_from_root(root, frames, height, width, n_groups, strategy, mode, seed, with_depth)
+
+
+def _groups_from_root(
+    root, frames, height, width, n_groups, strategy, mode, seed, with_depth
+) -> list[ViewGroup]:
+    scenes = calibration_scenes(root)
+    counts = [n_groups // len(scenes) + (i < n_groups % len(scenes)) for i in range(len(scenes))]
+    groups = []
+    for index, (scene, count) in enumerate(zip(scenes, counts, strict=True)):
+        if count == 0:
+            continue
+        for view_ids in sample_view_groups(scene, frames, strategy, count, seed=seed + index):
+            groups.append(load_group(scene, view_ids, height, width, mode=mode, with_depth=with_depth))
+    return groups
