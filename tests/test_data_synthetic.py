@@ -9,7 +9,7 @@ from PIL import Image
 from vggt_et.data.blendedmvs import list_scenes
 from vggt_et.data.cams import read_cam_txt
 from vggt_et.data.pfm import read_pfm
-from vggt_et.data.synthetic import write_synthetic_dataset
+from vggt_et.data.synthetic import WALL_Y, write_synthetic_dataset
 from vggt_et.geometry import project_points, unproject_depth_map_to_point_map
 
 HEIGHT, WIDTH, VIEWS = 96, 128, 8
@@ -100,3 +100,22 @@ def test_depth_agrees_across_views(dataset):
         img_i = np.asarray(Image.open(scene.image_path(i)), float)[valid][inside][agree]
         img_j = np.asarray(Image.open(scene.image_path(j)), float)[rows[inside][agree], cols[inside][agree]]
         assert np.median(np.abs(img_i - img_j)) < 40
+
+
+def test_unprojected_depth_lies_exactly_on_the_ground_and_wall(dataset):
+    """Exactness of depth + written cameras: ground pixels unproject to z = 0, wall pixels to y = WALL_Y."""
+    root, _, _ = dataset
+    (scene,) = list_scenes(root)
+    for view in (0, 5):
+        cam = read_cam_txt(scene.cam_path(view))
+        depth = read_pfm(scene.depth_path(view))
+        world = unproject_depth_map_to_point_map(
+            depth[None, ..., None], cam.extrinsic[None, :3], cam.intrinsic[None]
+        )
+        world = world[0][depth > 0].astype(np.float64)
+        ground = np.abs(world[:, 2]) < 0.05
+        wall = np.abs(world[:, 1] - WALL_Y) < 0.05
+        assert ground.sum() > 500 and wall.sum() > 500
+        # (box faces also come within 5 cm of those planes near their edges: hence fractions, not max)
+        assert (np.abs(world[ground, 2]) < 2e-4).mean() > 0.97
+        assert (np.abs(world[wall, 1] - WALL_Y) < 2e-4).mean() > 0.97
