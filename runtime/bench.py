@@ -243,7 +243,8 @@ def _run_over_adb(
     stats = _read_stats(stats_path, "")
     for index, entry in enumerate(stats.get("outputs", [])):
         if entry and "file" in entry:
-            device.pull(entry["file"], local_out / Path(entry["file"]).name)
+            name = Path(entry["file"]).name
+            device.pull(f"{run_dir}/out/{name}", local_out / name)
         else:
             raise BenchError(f"runner wrote no file for output {index}")
     return stats, local_out
