@@ -1,0 +1,261 @@
+"""PT2E recipes: build the backend's quantizer, prepare → calibrate → convert a graph module.
+
+XNNPACK: ExecuTorch's ``XNNPACKQuantizer`` (symmetric int8, per-channel weights, static or dynamic
+activations).
+QNN: ExecuTorch's ``QnnQuantizer`` (static per-tensor activations, per-channel or per-block weights). Its
+annotation passes run without the Qualcomm SDK; the SDK only adds constraint validation, and building the
+quantizer without one would try to download it, which :func:`_without_sdk_download` prevents.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch.fx import GraphModule, Node
+from torchao.quantization.pt2e.quantizer import DerivedQuantizationSpec, Quantizer, SharedQuantizationSpec
+
+from .calibration import CalibrationStats, calibrate, observers
+from .float_layers import layer_path, unique_in_order, weighted_layers
+
+
+@dataclass
+class Pt2eOutcome:
+    """The converted module and what happened on the way."""
+
+    converted: GraphModule
+    quantized_layers: list[str]
+    float_layers: list[str]
+    calibration: CalibrationStats | None
+    notes: list[str] = field(default_factory=list)
+
+
+def xnnpack_quantizer(
+    *, dynamic: bool, per_channel: bool, keep_float: Callable[[Node], bool] | None
+) -> Quantizer:
+    """XNNPACKQuantizer with the symmetric config; nodes for which ``keep_float`` is true stay in float."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    config = get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=dynamic)
+    quantizer = XNNPACKQuantizer().set_global(config)
+    if keep_float is None:
+        return quantizer
+    quantizer.set_filter_function(lambda node: not keep_float(node))
+    return FloatLayerQuantizer(quantizer, keep_float)
+
+
+@contextlib.contextmanager
+def _without_sdk_download() -> Iterator[bool]:
+    """While building a QnnQuantizer without ``QNN_SDK_ROOT``, make SDK setup fail fast, not download.
+
+    ExecuTorch then falls back to its no-op op-info checker (no constraint validation). Yields whether the
+    SDK is configured. The patch is undone on exit, so a later lowering that has the SDK is unaffected.
+    """
+    if os.environ.get("QNN_SDK_ROOT"):
+        yield True
+        return
+    from executorch.backends.qualcomm.utils import qnn_sdk_setup
+
+    def refuse_setup() -> None:
+        raise RuntimeError("QNN_SDK_ROOT is not set; vggt-et does not download the QNN SDK")
+
+    original = qnn_sdk_setup.setup_qnn_sdk
+    qnn_sdk_setup.setup_qnn_sdk = refuse_setup
+    try:
+        yield False
+    finally:
+        qnn_sdk_setup.setup_qnn_sdk = original
+
+
+#: QNN scheme → ``QuantDtype`` member name.
+QNN_DTYPES = {scheme: f"use_{scheme}" for scheme in ("8a8w", "16a8w", "16a4w", "16a4w_block")}
+
+
+class UnknownSocError(ValueError):
+    """A Qualcomm SoC name the installed ExecuTorch does not know."""
+
+
+def qnn_quantizer(
+    scheme: str, *, soc_model: str, block_size: int, keep_float: Callable[[Node], bool] | None
+) -> tuple[Quantizer, list[str]]:
+    """QnnQuantizer for ``scheme`` (one of :data:`QNN_DTYPES`), wrapped so keep-float and block sizes apply
+    to the graph it actually annotates (after its own transforms rename nodes). Returns (quantizer, notes)."""
+    import logging
+
+    from executorch.backends.qualcomm.quantizer.quantizer import QnnQuantizer, QuantDtype
+    from executorch.backends.qualcomm.serialization.qc_schema import QcomChipset
+
+    try:
+        chipset = QcomChipset[soc_model]
+    except KeyError:
+        known = ", ".join(sorted(c.name for c in QcomChipset))
+        raise UnknownSocError(f"unknown Qualcomm SoC {soc_model!r}; use one of: {known}") from None
+
+    notes = []
+    logger = logging.getLogger()
+    level = logger.level
+    with _without_sdk_download() as has_sdk:
+        if not has_sdk:
+            logger.setLevel(logging.ERROR)  # the fallback warning is expected here; we report it as a note
+            notes.append("QNN SDK not configured: annotation without op-constraint validation")
+        try:
+            inner = QnnQuantizer(soc_model=chipset)
+        finally:
+            logger.setLevel(level)
+    inner.set_default_quant_config(
+        getattr(QuantDtype, QNN_DTYPES[scheme]), is_conv_per_channel=True, is_linear_per_channel=True
+    )
+    return _QnnFloatLayerQuantizer(inner, keep_float, block_size if scheme == "16a4w_block" else 0), notes
+
+
+class FloatLayerQuantizer(Quantizer):
+    """Wraps a backend quantizer so keep-float nodes get no q/dq on any side.
+
+    Before annotation (on the graph the backend's own transforms produced, so node names are final) the
+    subclass hook may configure the inner quantizer; after it, :func:`isolate_float_nodes` removes what
+    the inner quantizer's neighbouring annotations would still put on the kept nodes' edges.
+    """
+
+    def __init__(self, inner: Quantizer, keep_float: Callable[[Node], bool] | None) -> None:
+        super().__init__()
+        self.inner = inner
+        self.keep_float = keep_float
+
+    def transform_for_annotation(self, model: GraphModule) -> GraphModule:
+        return self.inner.transform_for_annotation(model)
+
+    def before_annotate(self, model: GraphModule, kept: set[Node]) -> None:
+        """Hook for backend-specific configuration that needs the final graph."""
+
+    def annotate(self, model: GraphModule) -> GraphModule:
+        kept = set()
+        if self.keep_float is not None:
+            kept = {n for n in model.graph.nodes if n.op == "call_function" and self.keep_float(n)}
+        self.before_annotate(model, kept)
+        model = self.inner.annotate(model)
+        if kept:
+            isolate_float_nodes(model, kept)
+        return model
+
+    def validate(self, model: GraphModule) -> None:
+        self.inner.validate(model)
+
+
+class _QnnFloatLayerQuantizer(FloatLayerQuantizer):
+    """QnnQuantizer: keep-float nodes become its discarded nodes, and every other linear whose input width
+    the block size divides gets a per-block (LPBQ) weight config."""
+
+    def __init__(self, inner: Quantizer, keep_float: Callable[[Node], bool] | None, block_size: int) -> None:
+        super().__init__(inner, keep_float)
+        self.block_size = block_size
+        self.block_layers: list[str] = []
+
+    def before_annotate(self, model: GraphModule, kept: set[Node]) -> None:
+        self.inner.add_discard_nodes(sorted(n.name for n in kept))
+        if not self.block_size:
+            return
+        block_map = {}
+        for node in weighted_layers(model):
+            shape = _weight_shape(model, node)
+            if node.target == torch.ops.aten.linear.default and node not in kept and shape:
+                if shape[1] % self.block_size == 0:
+                    block_map[node.name] = (1, self.block_size)
+                    self.block_layers.append(layer_path(node))
+        self.inner.set_block_size_map(block_map)
+
+
+ANNOTATION_KEY = "quantization_annotation"
+
+
+def _spec_sources(spec: object) -> list:
+    """Edges ``(producer, consumer)`` or nodes a shared / derived spec takes its observer from."""
+    if isinstance(spec, SharedQuantizationSpec):
+        return [spec.edge_or_node]
+    if isinstance(spec, DerivedQuantizationSpec):
+        return list(spec.derived_from)
+    return []
+
+
+def _is_observed(edge_or_node: object) -> bool:
+    if isinstance(edge_or_node, tuple):
+        producer, consumer = edge_or_node
+        annotation = consumer.meta.get(ANNOTATION_KEY)
+        return annotation is not None and annotation.input_qspec_map.get(producer) is not None
+    annotation = edge_or_node.meta.get(ANNOTATION_KEY)
+    return annotation is not None and annotation.output_qspec is not None
+
+
+def isolate_float_nodes(model: GraphModule, kept: set[Node]) -> None:
+    """Drop annotations that would quantize the inputs or outputs of ``kept`` nodes.
+
+    Kept nodes lose their own annotation; other nodes stop observing inputs that come from kept nodes,
+    and stop quantizing their output when only kept nodes read it. Shared or derived specs that pointed
+    at something no longer observed are dropped too, until nothing changes.
+    """
+    for node in kept:
+        node.meta.pop(ANNOTATION_KEY, None)
+    for node in model.graph.nodes:
+        annotation = node.meta.get(ANNOTATION_KEY)
+        if annotation is None:
+            continue
+        for producer in [p for p in annotation.input_qspec_map if p in kept]:
+            del annotation.input_qspec_map[producer]
+        if annotation.output_qspec is not None and node.users and all(u in kept for u in node.users):
+            annotation.output_qspec = None
+    changed = True
+    while changed:
+        changed = False
+        for node in model.graph.nodes:
+            annotation = node.meta.get(ANNOTATION_KEY)
+            if annotation is None:
+                continue
+            for producer, spec in list(annotation.input_qspec_map.items()):
+                if not all(_is_observed(source) for source in _spec_sources(spec)):
+                    del annotation.input_qspec_map[producer]
+                    changed = True
+            if not all(_is_observed(source) for source in _spec_sources(annotation.output_qspec)):
+                annotation.output_qspec = None
+                changed = True
+
+
+def _weight_shape(model: GraphModule, node: Node) -> tuple[int, ...] | None:
+    weight = node.args[1] if len(node.args) > 1 else None
+    if not isinstance(weight, Node):
+        return None
+    value = weight.meta.get("val")
+    if value is None and weight.op == "get_attr":
+        value = model
+        for part in str(weight.target).split("."):
+            value = getattr(value, part)
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else None
+
+
+def _observed_layers(prepared: GraphModule) -> tuple[list[str], list[str]]:
+    """Layers whose weight feeds through an observer (quantized) and those that do not (float)."""
+    observer_names = set(observers(prepared))
+    quantized, kept = [], []
+    for node in weighted_layers(prepared):
+        weight = node.args[1] if len(node.args) > 1 else None
+        observed = isinstance(weight, Node) and weight.op == "call_module" and weight.target in observer_names
+        (quantized if observed else kept).append(layer_path(node))
+    quantized = unique_in_order(quantized)
+    return quantized, [p for p in unique_in_order(kept) if p not in quantized]
+
+
+def prepare_calibrate_convert(
+    module: GraphModule, quantizer: Quantizer, samples: Iterable, *, progress: bool, desc: str
+) -> Pt2eOutcome:
+    """``prepare_pt2e`` → calibration over ``samples`` (every observer must see data) → ``convert_pt2e``."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    prepared = prepare_pt2e(module, quantizer)
+    stats = calibrate(prepared, samples, progress=progress, desc=desc)
+    quantized, kept = _observed_layers(prepared)
+    converted = convert_pt2e(prepared)
+    return Pt2eOutcome(converted, quantized, kept, stats)

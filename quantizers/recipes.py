@@ -1,0 +1,314 @@
+"""Quantization recipes by name, and the one entry point the pipeline calls: :func:`quantize_program`.
+
+Pipeline position: ``torch.export`` → graph passes → ``quantize_program`` → ``to_edge_transform_and_lower``.
+The program's graph (as the passes left it) is quantized and re-exported, so the result goes straight to
+lowering with the backend's partitioner.
+
+=====================  =====================================================  ============
+recipe                 what                                                   calibration
+=====================  =====================================================  ============
+xnnpack-int8           PT2E XNNPACKQuantizer, int8 per-channel weights,       yes (static)
+                       static per-tensor int8 activations (``dynamic=True``:  no (dynamic)
+                       per-token activations computed at run time)
+xnnpack-8da4w          torchao Int8DynamicActivationIntxWeightConfig on the   no
+                       linears: int4 weights per group (``group_size``, 0 =
+                       per channel), int8 per-token dynamic activations
+qnn-8a8w / -16a8w /    PT2E QnnQuantizer: uint8/uint16 static per-tensor      yes
+-16a4w / -16a4w_block  activations, int8/int4 per-channel weights (block:
+                       LPBQ per-block int4 on linears, ``block_size``)
+=====================  =====================================================  ============
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.export import ExportedProgram
+from torch.fx import GraphModule
+
+from .calibration import CalibrationError
+from .float_layers import compile_patterns, node_is_kept_float
+
+
+class UnsupportedRecipeError(ValueError):
+    """A recipe name, or a (backend, scheme) pair, that has no recipe."""
+
+
+class UnknownOptionError(ValueError):
+    """An option the chosen recipe does not take."""
+
+
+class NothingQuantizedError(ValueError):
+    """A recipe that found no layer to quantize (every layer kept float, or no linear/conv ops)."""
+
+
+class NotAnExportedProgramError(ValueError):
+    """``quantize_program`` was handed something other than a ``torch.export`` program."""
+
+
+class MissingExampleInputsError(ValueError):
+    """No inputs to re-export with: the program carries none and no sample or ``example_inputs`` was given."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named quantization recipe: its backend, scheme, whether it needs calibration, and its options."""
+
+    name: str
+    backend: str
+    scheme: str
+    needs_calibration: bool
+    defaults: Mapping[str, Any]
+    summary: str
+
+
+_RECIPES = {
+    r.name: r
+    for r in (
+        Recipe(
+            "xnnpack-int8",
+            "xnnpack",
+            "int8",
+            True,
+            {"dynamic": False, "per_channel": True},
+            "PT2E XNNPACKQuantizer: int8 per-channel weights, static int8 activations (dynamic: per token)",
+        ),
+        Recipe(
+            "xnnpack-8da4w",
+            "xnnpack",
+            "8da4w",
+            False,
+            {"group_size": 32, "weight_bits": 4},
+            "torchao 8da4w on linears: int4 weights per group, dynamic per-token int8 activations",
+        ),
+        Recipe("qnn-8a8w", "qnn", "8a8w", True, {"soc_model": "SM8650"}, "QnnQuantizer uint8 act, int8 w"),
+        Recipe("qnn-16a8w", "qnn", "16a8w", True, {"soc_model": "SM8650"}, "QnnQuantizer uint16 act, int8 w"),
+        Recipe("qnn-16a4w", "qnn", "16a4w", True, {"soc_model": "SM8650"}, "QnnQuantizer uint16 act, int4 w"),
+        Recipe(
+            "qnn-16a4w_block",
+            "qnn",
+            "16a4w_block",
+            True,
+            {"soc_model": "SM8650", "block_size": 64},
+            "QnnQuantizer uint16 act, int4 per-block (LPBQ) weights on linears",
+        ),
+    )
+}
+
+#: (backend, scheme) → recipe. Schemes include the CLI's ``--quant`` words (``int8``, ``w4``).
+_SCHEMES = {
+    ("xnnpack", "int8"): "xnnpack-int8",
+    ("xnnpack", "w4"): "xnnpack-8da4w",
+    ("xnnpack", "8da4w"): "xnnpack-8da4w",
+    ("qnn", "int8"): "qnn-8a8w",
+    ("qnn", "8a8w"): "qnn-8a8w",
+    ("qnn", "16a8w"): "qnn-16a8w",
+    ("qnn", "w4"): "qnn-16a4w",
+    ("qnn", "16a4w"): "qnn-16a4w",
+    ("qnn", "w4-block"): "qnn-16a4w_block",
+    ("qnn", "16a4w_block"): "qnn-16a4w_block",
+}
+
+
+def list_recipes() -> list[str]:
+    """Names of every recipe :func:`quantize_program` accepts."""
+    return list(_RECIPES)
+
+
+def get_recipe(name: str) -> Recipe:
+    """The :class:`Recipe` called ``name``."""
+    if name not in _RECIPES:
+        known = ", ".join(_RECIPES)
+        raise UnsupportedRecipeError(f"unknown quantization recipe {name!r}; use one of: {known}")
+    return _RECIPES[name]
+
+
+def recipe_for(backend: str, scheme: str) -> str:
+    """The recipe name for a backend and scheme, e.g. ``("xnnpack", "w4") -> "xnnpack-8da4w"``."""
+    backend, scheme = backend.lower(), scheme.lower()
+    if (backend, scheme) in _SCHEMES:
+        return _SCHEMES[(backend, scheme)]
+    backends = sorted({b for b, _ in _SCHEMES})
+    if backend not in backends:
+        raise UnsupportedRecipeError(
+            f"no quantization recipes for backend {backend!r}; quantized backends are: {', '.join(backends)}"
+        )
+    schemes = ", ".join(s for b, s in _SCHEMES if b == backend)
+    hint = " (float programs need no recipe: skip quantization)" if scheme in ("fp32", "fp16") else ""
+    raise UnsupportedRecipeError(
+        f"no {backend} recipe for scheme {scheme!r}{hint}; {backend} schemes are: {schemes}"
+    )
+
+
+@dataclass
+class QuantizedProgram:
+    """The re-exported quantized program and what :func:`quantize_program` did to get it."""
+
+    program: ExportedProgram
+    recipe: str
+    quantized_layers: list[str]
+    float_layers: list[str]
+    calibration_samples: int
+    seconds: float
+    options: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (for the compile report)."""
+        return {
+            "recipe": self.recipe,
+            "options": dict(self.options),
+            "quantized_layers": list(self.quantized_layers),
+            "float_layers": list(self.float_layers),
+            "calibration_samples": self.calibration_samples,
+            "seconds": round(self.seconds, 3),
+            "notes": list(self.notes),
+        }
+
+
+def _resolve_options(recipe: Recipe, options: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(options) - set(recipe.defaults))
+    if unknown:
+        allowed = ", ".join(recipe.defaults) or "none"
+        raise UnknownOptionError(
+            f"recipe {recipe.name} takes no option(s) {', '.join(unknown)}; it takes: {allowed}"
+        )
+    return {**recipe.defaults, **options}
+
+
+def _example_inputs(
+    program: ExportedProgram, example_inputs: tuple | None, samples: Iterable | None
+) -> tuple[tuple, dict, Iterable | None]:
+    """Inputs to re-export with: given ones, else the program's, else the first sample (put back)."""
+    if example_inputs is not None:
+        return tuple(example_inputs), {}, samples
+    if program.example_inputs is not None:
+        args, kwargs = program.example_inputs
+        return tuple(args), dict(kwargs or {}), samples
+    if samples is not None:
+        iterator = iter(samples)
+        for first in iterator:
+            args = (first,) if isinstance(first, Tensor) else tuple(first)
+            return args, {}, itertools.chain([first], iterator)
+    raise MissingExampleInputsError(
+        "the exported program carries no example inputs and no calibration sample was given; pass "
+        "example_inputs=(tensor, ...) matching the export signature"
+    )
+
+
+def quantize_program(
+    program: ExportedProgram,
+    recipe: str,
+    calibration: Iterable[tuple[Tensor, ...]] | None = None,
+    *,
+    keep_float: Sequence[str] = (),
+    progress: bool = True,
+    example_inputs: tuple[Tensor, ...] | None = None,
+    **options: Any,
+) -> QuantizedProgram:
+    """Quantize an exported program with a named recipe and re-export it, ready for lowering.
+
+    ``calibration``: input tuples like the export's, required by static recipes (see the module table),
+    ignored by dynamic ones. ``keep_float``: module-path globs or ``re:`` regexes whose layers stay in
+    float. ``options``: the recipe's own (``dynamic``, ``group_size``, ``block_size``, ``soc_model``...).
+    The re-export uses static shapes from ``example_inputs`` (default: the program's own).
+    """
+    if not isinstance(program, ExportedProgram):
+        raise NotAnExportedProgramError(
+            f"quantize_program needs a torch.export ExportedProgram, got {type(program).__name__}; "
+            "export the model first with torch.export.export(model, example_inputs)"
+        )
+    spec = get_recipe(recipe)
+    resolved = _resolve_options(spec, options)
+    matches = compile_patterns(keep_float) if keep_float else None
+    keep = (lambda node: node_is_kept_float(node, matches)) if matches else None
+    start = time.perf_counter()
+    args, kwargs, calibration = _example_inputs(program, example_inputs, calibration)
+    module = program.module()
+    notes: list[str] = []
+    samples_seen = 0
+
+    if spec.name == "xnnpack-8da4w":
+        from .torchao_recipes import quantize_linears_8da4w
+
+        if calibration is not None:
+            notes.append("8da4w quantizes activations at run time: calibration samples were not used")
+        outcome = quantize_linears_8da4w(
+            module,
+            group_size=resolved["group_size"],
+            weight_bits=resolved["weight_bits"],
+            keep_float=keep,
+            progress=progress,
+        )
+        quantized, kept, converted = outcome.quantized_layers, outcome.float_layers, outcome.module
+        notes += outcome.notes
+    else:
+        from .pt2e_recipes import prepare_calibrate_convert, qnn_quantizer, xnnpack_quantizer
+
+        if spec.backend == "xnnpack":
+            quantizer = xnnpack_quantizer(
+                dynamic=resolved["dynamic"], per_channel=resolved["per_channel"], keep_float=keep
+            )
+        else:
+            quantizer, qnn_notes = qnn_quantizer(
+                spec.scheme,
+                soc_model=resolved["soc_model"],
+                block_size=resolved.get("block_size", 0),
+                keep_float=keep,
+            )
+            notes += qnn_notes
+        samples = calibration
+        if spec.backend == "xnnpack" and resolved["dynamic"]:
+            # Dynamic activations need no ranges; one run fills the weight observers.
+            samples = [args]
+            if calibration is not None:
+                notes.append("dynamic activations: calibration samples were not used")
+        elif calibration is None or _is_empty(calibration):
+            raise CalibrationError(
+                f"recipe {spec.name} uses static activation ranges and needs calibration samples, got "
+                f"{'none' if calibration is None else 'no samples'}; pass calibration=[(tensor, ...), ...]"
+            )
+        outcome = prepare_calibrate_convert(
+            module, quantizer, samples, progress=progress, desc=f"calibrating {spec.name}"
+        )
+        quantized, kept, converted = outcome.quantized_layers, outcome.float_layers, outcome.converted
+        samples_seen = 0 if samples is not calibration else outcome.calibration.samples
+        if spec.scheme == "16a4w_block":
+            blocked = len(getattr(quantizer, "block_layers", []))
+            notes.append(f"per-block weights on {blocked} of {len(quantized)} quantized layers")
+
+    if not quantized:
+        raise NothingQuantizedError(
+            f"recipe {spec.name} quantized no layer of this program; check keep_float patterns "
+            f"({list(keep_float)}) and that the graph has linear/conv ops"
+        )
+    exported = _reexport(converted, args, kwargs)
+    return QuantizedProgram(
+        program=exported,
+        recipe=spec.name,
+        quantized_layers=quantized,
+        float_layers=kept,
+        calibration_samples=samples_seen,
+        seconds=time.perf_counter() - start,
+        options=resolved,
+        notes=notes,
+    )
+
+
+def _is_empty(samples: Iterable) -> bool:
+    """True for sized collections with no items (checked before the costly prepare; iterators pass)."""
+    try:
+        return len(samples) == 0  # type: ignore[arg-type]
+    except TypeError:
+        return False
+
+
+def _reexport(module: GraphModule, args: tuple, kwargs: dict) -> ExportedProgram:
+    with torch.no_grad():
+        return torch.export.export(module, args, kwargs, strict=False)

@@ -1,0 +1,309 @@
+"""Quantization recipes on a toy ViT: lowering, running, size and accuracy; keep-float; QNN without SDK."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from vggt_et.quantizers.calibration import (
+    CalibrationError,
+    calibrate,
+    check_observers_saw_data,
+    count_observers,
+    observers_without_data,
+)
+from vggt_et.quantizers.float_layers import InvalidLayerPatternError, compile_patterns
+from vggt_et.quantizers.recipes import (
+    NothingQuantizedError,
+    UnknownOptionError,
+    UnsupportedRecipeError,
+    list_recipes,
+    quantize_program,
+    recipe_for,
+)
+
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+
+DIM, HEADS, PATCH, IMAGE = 96, 4, 4, 32
+LINEARS = [f"blocks.{b}.{name}" for b in range(2) for name in ("qkv", "proj", "fc1", "fc2")] + ["head"]
+
+
+class ToyBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(DIM)
+        self.qkv = nn.Linear(DIM, 3 * DIM)
+        self.proj = nn.Linear(DIM, DIM)
+        self.norm2 = nn.LayerNorm(DIM)
+        self.fc1 = nn.Linear(DIM, 4 * DIM)
+        self.fc2 = nn.Linear(4 * DIM, DIM)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(self.norm1(x)).reshape(b, n, 3, HEADS, c // HEADS).permute(2, 0, 3, 1, 4)
+        attention = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        x = x + self.proj(attention.transpose(1, 2).reshape(b, n, c))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+class ToyViT(nn.Module):
+    """Patch conv → 2 pre-norm ViT blocks (SDPA attention) → linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, DIM, PATCH, PATCH)
+        self.blocks = nn.ModuleList([ToyBlock(), ToyBlock()])
+        self.head = nn.Linear(DIM, 16)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.patch(images).flatten(2).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+def _images(seed: int) -> torch.Tensor:
+    return torch.rand(1, 3, IMAGE, IMAGE, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def toy():
+    torch.manual_seed(0)
+    model = ToyViT().eval()
+    example = _images(0)
+    program = torch.export.export(model, (example,))
+    test_input = _images(1000)  # not among the calibration samples, same distribution
+    with torch.no_grad():
+        reference = model(test_input)
+    calibration = [(_images(seed),) for seed in range(1, 9)]
+    # The fp32 .pte holds every weight as fp32 plus a little program overhead, so the weight bytes are a
+    # (strict) stand-in for its size that saves a lowering.
+    fp32_weight_bytes = sum(p.numel() * 4 for p in model.parameters())
+    return {
+        "program": program,
+        "calibration": calibration,
+        "input": test_input,
+        "ref": reference,
+        "fp32": fp32_weight_bytes,
+    }
+
+
+def _lower_and_run(program, images: torch.Tensor) -> tuple[int, torch.Tensor, Counter]:
+    """Lower with XNNPACK, run with the ExecuTorch runtime: (.pte bytes, output, ops left outside delegates)."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.extension.pybindings.portable_lib import _load_for_executorch_from_buffer
+
+    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    outside = Counter(
+        n.target.__name__
+        for n in edge.exported_program().graph.nodes
+        if n.op == "call_function" and "getitem" not in str(n.target) and "call_delegate" not in str(n.target)
+    )
+    buffer = edge.to_executorch().buffer
+    output = _load_for_executorch_from_buffer(buffer).forward((images,))[0]
+    return len(buffer), output, outside
+
+
+def _rel_l2(output: torch.Tensor, reference: torch.Tensor) -> float:
+    return float((output - reference).norm() / reference.norm())
+
+
+def _nodes(program, target_substring: str) -> list[torch.fx.Node]:
+    return [n for n in program.graph.nodes if n.op == "call_function" and target_substring in str(n.target)]
+
+
+def _linear_or_conv(program, path: str) -> torch.fx.Node:
+    for node in program.graph.nodes:
+        stack = node.meta.get("nn_module_stack") or {}
+        if stack and list(stack.values())[-1][0] == path and ("linear" in str(node.target) or "conv" in str(node.target)):
+            return node
+    raise AssertionError(f"no linear/conv node for {path}")
+
+
+def _touches_qdq(node: torch.fx.Node) -> bool:
+    """True when any input comes from a dequantize or any user is a quantize op."""
+    inputs = [a for a in node.args if isinstance(a, torch.fx.Node)]
+    return any("dequantize" in str(a.target) for a in inputs) or any(
+        "quantize" in str(u.target) and "dequantize" not in str(u.target) for u in node.users
+    )
+
+
+# --- XNNPACK -------------------------------------------------------------------------------------------
+
+
+def test_xnnpack_int8_lowers_runs_small_and_close_to_fp32(toy):
+    result = quantize_program(toy["program"], "xnnpack-int8", toy["calibration"], progress=False)
+    assert result.quantized_layers == ["patch", *LINEARS]
+    assert result.float_layers == []
+    assert result.calibration_samples == len(toy["calibration"])
+
+    size, output, outside = _lower_and_run(result.program, toy["input"])
+    assert size < 0.35 * toy["fp32"], (size, toy["fp32"])
+    assert _rel_l2(output, toy["ref"]) < 0.05
+    # XNNPACK took every quantized op: nothing quantized or weighted runs outside a delegate.
+    assert not [op for op in outside if "quantize" in op or "linear" in op or "convolution" in op], outside
+
+
+def test_xnnpack_int8_dynamic_runs_without_calibration(toy):
+    result = quantize_program(toy["program"], "xnnpack-int8", None, progress=False, dynamic=True)
+    assert result.quantized_layers == ["patch", *LINEARS]
+    assert len(_nodes(result.program, "choose_qparams")) == len(LINEARS) + 1  # per-token scales at run time
+    assert result.calibration_samples == 0
+    size, output, outside = _lower_and_run(result.program, toy["input"])
+    assert size < 0.35 * toy["fp32"]
+    assert _rel_l2(output, toy["ref"]) < 0.05
+    assert not [op for op in outside if "quantize" in op or "linear" in op], outside
+
+
+def test_xnnpack_8da4w_lowers_runs_quarter_size(toy):
+    result = quantize_program(toy["program"], "xnnpack-8da4w", toy["calibration"], progress=False, group_size=32)
+    assert result.quantized_layers == LINEARS
+    assert result.float_layers == ["patch"]  # 8da4w covers linears only
+    assert any("not used" in note for note in result.notes)
+    size, output, outside = _lower_and_run(result.program, toy["input"])
+    assert size < 0.25 * toy["fp32"], (size, toy["fp32"])
+    assert _rel_l2(output, toy["ref"]) < 0.25  # int4 random weights: coarse, but far from broken (≈1)
+    assert not [op for op in outside if "quantize" in op or "linear" in op or "choose_qparams" in op], outside
+
+
+def test_keep_float_leaves_named_layers_without_qdq(toy):
+    keep = ["patch", "re:blocks\\.1\\.fc[12]"]
+    result = quantize_program(toy["program"], "xnnpack-int8", toy["calibration"], keep_float=keep, progress=False)
+    assert result.float_layers == ["patch", "blocks.1.fc1", "blocks.1.fc2"]
+    assert "blocks.1.fc1" not in result.quantized_layers and "blocks.0.fc1" in result.quantized_layers
+    for path in ("patch", "blocks.1.fc1", "blocks.1.fc2"):
+        assert not _touches_qdq(_linear_or_conv(result.program, path)), path
+    for path in ("blocks.0.fc1", "blocks.1.qkv", "head"):
+        assert _touches_qdq(_linear_or_conv(result.program, path)), path
+    # Float islands inside a quantized graph still lower and run (the residual add takes a float input).
+    _, output, _ = _lower_and_run(result.program, toy["input"])
+    assert _rel_l2(output, toy["ref"]) < 0.05
+
+
+def test_keep_float_for_8da4w_keeps_plain_weights(toy):
+    result = quantize_program(toy["program"], "xnnpack-8da4w", keep_float=["head", "blocks.0.*"], progress=False)
+    assert result.float_layers == ["blocks.0.qkv", "blocks.0.proj", "blocks.0.fc1", "blocks.0.fc2", "head", "patch"]
+    assert result.quantized_layers == LINEARS[4:8]
+    assert len(_nodes(result.program, "choose_qparams_affine")) == 4
+    assert not _touches_qdq(_linear_or_conv(result.program, "head"))
+
+
+# --- QNN (no SDK) ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("recipe", "act_dtype", "act_range", "weight_range"),
+    [
+        ("qnn-8a8w", torch.uint8, (0, 255), (-127, 127)),
+        # torch has no uint16 quantize kernels: QNN's 16-bit activations travel as int32 in [0, 65535].
+        ("qnn-16a4w", torch.int32, (0, 65535), (-7, 7)),
+    ],
+)
+def test_qnn_annotates_and_converts_without_sdk(toy, recipe, act_dtype, act_range, weight_range):
+    result = quantize_program(toy["program"], recipe, toy["calibration"][:4], keep_float=["head"], progress=False)
+    assert result.quantized_layers == ["patch", *LINEARS[:-1]]
+    assert result.float_layers == ["head"]
+    program = result.program
+    for path in result.quantized_layers:
+        node = _linear_or_conv(program, path)
+        activation, weight = node.args[0], node.args[1]
+        assert "dequantize_per_channel" in str(weight.target), path
+        assert tuple(weight.args[4:6]) == weight_range and weight.args[6] == torch.int8, path
+        assert "dequantize_per_tensor" in str(activation.target), path
+        assert tuple(activation.args[3:5]) == act_range and activation.args[5] == act_dtype, path
+    head = _linear_or_conv(program, "head")
+    assert "dequantize" not in str(head.args[1].target)  # weights of a kept-float layer stay float
+    assert any("SDK" in note for note in result.notes)
+
+
+def test_qnn_16a4w_block_uses_per_block_weights(toy):
+    result = quantize_program(toy["program"], "qnn-16a4w_block", toy["calibration"][:2], progress=False, block_size=32)
+    for path in LINEARS:
+        weight = _linear_or_conv(result.program, path).args[1]
+        assert "dequantize_affine" in str(weight.target), path
+        assert tuple(weight.args[1]) == (1, 32), path  # block size over the input dimension
+    assert "per-block weights on 9 of 10" in " ".join(result.notes)
+
+
+# --- calibration ----------------------------------------------------------------------------------------
+
+
+def test_calibration_without_samples_fails_clearly(toy):
+    with pytest.raises(CalibrationError, match="no samples"):
+        quantize_program(toy["program"], "xnnpack-int8", [], progress=False)
+    with pytest.raises(CalibrationError, match="needs calibration samples"):
+        quantize_program(toy["program"], "qnn-8a8w", None, progress=False)
+    with pytest.raises(CalibrationError, match="tuple of tensors"):
+        calibrate(nn.Identity(), [("not a tensor",)], progress=False, check=False)
+
+
+def test_observer_checks_catch_an_uncalibrated_module(toy):
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+    from vggt_et.quantizers.pt2e_recipes import xnnpack_quantizer
+
+    prepared = prepare_pt2e(
+        toy["program"].module(), xnnpack_quantizer(dynamic=False, per_channel=True, keep_float=None)
+    )
+    assert count_observers(prepared) > 20
+    assert len(observers_without_data(prepared)) == count_observers(prepared)
+    with pytest.raises(CalibrationError, match="saw no data"):
+        check_observers_saw_data(prepared)
+    stats = calibrate(prepared, toy["calibration"][:2], progress=False)
+    assert stats.samples == 2 and stats.observers == count_observers(prepared)
+    # Every observer ran once per sample (an observer shared by several edges runs once per edge).
+    assert all(calls >= 2 and calls % 2 == 0 for calls in stats.observer_calls.values())
+    assert observers_without_data(prepared, stats.observer_calls) == []
+
+
+# --- registry and inputs --------------------------------------------------------------------------------
+
+
+def test_registry_maps_backend_and_scheme():
+    assert set(list_recipes()) == {
+        "xnnpack-int8",
+        "xnnpack-8da4w",
+        "qnn-8a8w",
+        "qnn-16a8w",
+        "qnn-16a4w",
+        "qnn-16a4w_block",
+    }
+    assert recipe_for("xnnpack", "int8") == "xnnpack-int8"
+    assert recipe_for("XNNPACK", "w4") == "xnnpack-8da4w"
+    assert recipe_for("qnn", "int8") == "qnn-8a8w"
+    assert recipe_for("qnn", "w4") == "qnn-16a4w"
+    assert recipe_for("qnn", "16a4w_block") == "qnn-16a4w_block"
+    with pytest.raises(UnsupportedRecipeError, match="xnnpack schemes are: int8, w4"):
+        recipe_for("xnnpack", "16a4w")
+    with pytest.raises(UnsupportedRecipeError, match="skip quantization"):
+        recipe_for("qnn", "fp32")
+    with pytest.raises(UnsupportedRecipeError, match="quantized backends are: qnn, xnnpack"):
+        recipe_for("tflite", "int8")
+
+
+def test_bad_requests_fail_with_one_line_errors(toy):
+    program = toy["program"]
+    with pytest.raises(UnsupportedRecipeError, match="use one of: xnnpack-int8"):
+        quantize_program(program, "int4-magic", toy["calibration"])
+    with pytest.raises(UnknownOptionError, match="group_size"):
+        quantize_program(program, "xnnpack-int8", toy["calibration"], group_size=32)
+    with pytest.raises(InvalidLayerPatternError, match="regular expression"):
+        quantize_program(program, "xnnpack-8da4w", keep_float=["re:blocks.(["], progress=False)
+    with pytest.raises(NothingQuantizedError, match="keep_float"):
+        quantize_program(program, "xnnpack-8da4w", keep_float=["*"], progress=False)
+    with pytest.raises(ValueError, match="ExportedProgram"):
+        quantize_program(ToyViT(), "xnnpack-int8", toy["calibration"])
+    with pytest.raises(ValueError, match="unknown Qualcomm SoC"):
+        quantize_program(program, "qnn-8a8w", toy["calibration"], soc_model="SM0000", progress=False)
+
+
+def test_patterns_match_paths_and_their_ancestors():
+    matches = compile_patterns(["head", "blocks.*.fc2", "re:aggregator\\.(frame|global)_blocks\\.0"])
+    assert matches("head") and matches("head.proj.0")
+    assert matches("blocks.3.fc2") and not matches("blocks.3.fc1")
+    assert matches("aggregator.frame_blocks.0.attn.qkv") and not matches("aggregator.frame_blocks.10.attn")
+    assert not matches("heads")
