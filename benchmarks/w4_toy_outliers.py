@@ -25,7 +25,11 @@ from vggt_et.quantizers.toy_transformer import (
     toy_samples,
     toy_tasks,
 )
-from vggt_et.quantizers.w4_transforms import fake_quantize_linears, wrap_activation_fake_quant
+from vggt_et.quantizers.w4_transforms import (
+    fake_quantize_linears,
+    weight_storage_bytes,
+    wrap_activation_fake_quant,
+)
 
 VARIANTS = ("plain RTN", "+Fisher clip", "+rotation", "+both", "+both +mixed 0.9")
 
@@ -35,6 +39,16 @@ class VariantResult:
     name: str
     task_error: float
     size_bytes: int
+    int8_layers: int = 0
+
+
+def plan_bytes(model: torch.nn.Module, plan: dict[str, int], group_size: int | None) -> int:
+    """Packed bytes of the quantized linears under a plan (int8 per channel, int4 per group)."""
+    total = 0
+    for name, bits in plan.items():
+        out_features, in_features = model.get_submodule(name).weight.shape
+        total += weight_storage_bytes(out_features, in_features, bits, group_size if bits == 4 else None)
+    return total
 
 
 def task_error(model: torch.nn.Module, reference: list[dict[str, torch.Tensor]], samples: list) -> float:
@@ -57,8 +71,8 @@ def quantize_variant(
     group_size: int | None,
     act_bits: int | None = None,
     w4_budget: float = 0.9,
-) -> tuple[ToyTransformer, int]:
-    """A fake-quantized copy of ``base`` for one variant, and the packed size of its quantized linears."""
+) -> tuple[ToyTransformer, dict[str, int]]:
+    """A fake-quantized copy of ``base`` for one variant, and its bit plan {linear: bits}."""
     if name not in VARIANTS:
         raise ValueError(f"unknown variant {name!r}; choose from {VARIANTS}")
     model = copy.deepcopy(base)
@@ -90,10 +104,10 @@ def quantize_variant(
             for i, b in enumerate(blocks)
         }
         apply_fisher_clipping(model, blocks, calls, weights, linears=int4_layers, group_size=group_size)
-    size = fake_quantize_linears(model, plan, group_size).total_bytes
+    fake_quantize_linears(model, plan, group_size)
     if act_bits is not None:
         wrap_activation_fake_quant(model, names, act_bits)
-    return model, size
+    return model, plan
 
 
 def run(
@@ -103,16 +117,20 @@ def run(
     act_bits: int | None = None,
     calib: int = 4,
     evaluate: int = 4,
+    variants: tuple[str, ...] = VARIANTS,
 ) -> list[VariantResult]:
+    """One seed: build the outlier model, quantize each variant, measure task error on held-out samples."""
     base = make_outlier_transformer(seed=seed)
     calibration = toy_samples(calib, seed=100 + seed)
     held_out = toy_samples(evaluate, seed=200 + seed)
     with torch.no_grad():
         reference = [base(x) for x in held_out]
     results = []
-    for name in VARIANTS:
-        model, size = quantize_variant(base, name, calibration, group_size=group_size, act_bits=act_bits)
-        results.append(VariantResult(name, task_error(model, reference, held_out), size))
+    for name in variants:
+        model, plan = quantize_variant(base, name, calibration, group_size=group_size, act_bits=act_bits)
+        size = plan_bytes(base, plan, group_size)
+        eights = sum(bits == 8 for bits in plan.values())
+        results.append(VariantResult(name, task_error(model, reference, held_out), size, eights))
     return results
 
 
@@ -130,11 +148,16 @@ def main() -> None:
         f" A{args.act_bits} per token" if args.act_bits else " weight-only"
     )
     print(f"toy transformer, 4 outlier channels x50, Student-t(3) weights; {mode}; seeds {args.seeds}")
-    print(f"{'variant':20s} {'task error (mean)':>18s} {'vs plain':>9s} {'size (B)':>10s}")
+    print(
+        f"{'variant':20s} {'task error (mean)':>18s} {'vs plain':>9s} {'size (B)':>10s} {'int8 layers':>12s}"
+    )
     plain = sum(r[0].task_error for r in per_seed) / len(per_seed)
     for index, name in enumerate(VARIANTS):
         error = sum(r[index].task_error for r in per_seed) / len(per_seed)
-        print(f"{name:20s} {error:18.3e} {error / plain:9.3f} {per_seed[0][index].size_bytes:10d}")
+        first = per_seed[0][index]
+        print(
+            f"{name:20s} {error:18.3e} {error / plain:9.3f} {first.size_bytes:10d} {first.int8_layers:9d}/16"
+        )
 
 
 if __name__ == "__main__":

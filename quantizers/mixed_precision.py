@@ -3,7 +3,8 @@
 Why: a handful of layers usually carry most of the int4 damage. Each eligible linear is quantized alone (the
 rest float) and the Fisher-weighted block-output error it causes at 4 and at 8 bits is measured on calibration
 inputs; the extra error of 4 over 8 bits per parameter ranks layers, and the highest stay 8-bit until the
-8-bit share of eligible parameters would exceed ``1 - w4_budget`` (a greedy knapsack).
+8-bit share of eligible parameters would exceed ``1 - w4_budget`` (greedy knapsack: the better of ranking by
+saved error per parameter and by saved error).
 """
 
 from __future__ import annotations
@@ -104,16 +105,21 @@ def allocate_bits(sensitivities: Mapping[str, LayerSensitivity], w4_budget: floa
     if not sensitivities:
         raise ValueError("no layers to allocate bits to")
     total = sum(s.params for s in sensitivities.values())
-    allowance = (1.0 - w4_budget) * total
-    plan = dict.fromkeys(sensitivities, 4)
-    spent = 0
-    ranked = sorted(sensitivities, key=lambda n: sensitivities[n].cost_per_param, reverse=True)
-    for name in ranked:
-        layer = sensitivities[name]
-        if layer.cost_per_param > 0 and spent + layer.params <= allowance:
-            plan[name] = 8
-            spent += layer.params
-    return plan
+    allowance = (1.0 - w4_budget) * total + 1e-9 * total  # tolerance: (1 - 0.9) * 1000 < 100 in floats
+
+    def greedy(order: list[str]) -> tuple[float, dict[str, int]]:
+        plan, spent, gain = dict.fromkeys(sensitivities, 4), 0, 0.0
+        for name in order:
+            layer = sensitivities[name]
+            if layer.cost_per_param > 0 and spent + layer.params <= allowance:
+                plan[name], spent, gain = 8, spent + layer.params, gain + layer.cost_per_param * layer.params
+        return gain, plan
+
+    # Knapsack heuristic: best of "most error saved per parameter first" and "most error saved first".
+    by_density = sorted(sensitivities, key=lambda n: sensitivities[n].cost_per_param, reverse=True)
+    by_gain = sorted(sensitivities, key=lambda n: sensitivities[n].cost_per_param * sensitivities[n].params)
+    candidates = [greedy(by_density), greedy(by_gain[::-1])]
+    return max(candidates, key=lambda candidate: candidate[0])[1]
 
 
 @dataclass

@@ -78,6 +78,9 @@ class RotationSpec:
 class RotationReport:
     """What was folded, and the outlier ratio (max/rms per row) of quantized linears before and after."""
 
+    stream_matrix: torch.Tensor | None = (
+        None  # H @ centre: what ``StreamRotation`` applies at an unfoldable entry
+    )
     norms_rewritten: list[str] = field(default_factory=list)
     rotated_inputs: list[str] = field(default_factory=list)
     rotated_outputs: list[str] = field(default_factory=list)
@@ -117,7 +120,7 @@ def fold_residual_rotation(model: nn.Module, spec: RotationSpec, *, seed: int = 
     dim = spec.dim
     h = random_hadamard(dim, seed)
     centre = torch.eye(dim, dtype=torch.float64) - 1.0 / dim
-    report = RotationReport()
+    report = RotationReport(stream_matrix=(h @ centre).float())
     readers = [
         (_one(model, norm), resolve_modules(model, list(linears))) for norm, linears in spec.norm_readers
     ]
@@ -181,6 +184,24 @@ def fold_residual_rotation(model: nn.Module, spec: RotationSpec, *, seed: int = 
     for name in report.outlier_ratio_before:
         report.outlier_ratio_after[name] = outlier_ratio(modules[name].weight)
     return report
+
+
+class StreamRotation(nn.Module):
+    """Explicit ``x -> x @ M^T`` where the stream is born from something that cannot absorb the rotation.
+
+    Example: a backbone whose last op is an affine LayerNorm. One dense [dim, dim] matmul at the entry,
+    against every block linear made rotation-friendly; insert it after the entry and pass
+    ``report.stream_matrix``.
+    """
+
+    def __init__(self, matrix: torch.Tensor) -> None:
+        super().__init__()
+        if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"stream rotation must be a square matrix, got {tuple(matrix.shape)}")
+        self.register_buffer("matrix", matrix.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.matrix.T
 
 
 def _norm_width(name: str, norm: nn.Module) -> int:

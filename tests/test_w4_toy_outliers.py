@@ -1,0 +1,43 @@
+"""Acceptance on the toy outlier transformer: rotation + Fisher W4 at most 0.6x plain RTN task error."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small matmuls: one intra-op thread avoids spin-wait overhead on the shared 2-core machines."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "w4_toy_outliers.py"
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("w4_toy_outliers_benchmark", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses need the module registered
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rotation_plus_fisher_beats_plain_rtn_at_equal_size() -> None:
+    bench = _benchmark()
+    variants = ("plain RTN", "+both", "+both +mixed 0.9")
+    for group_size in (32, None):
+        plain, both, mixed = bench.run(seed=0, group_size=group_size, calib=2, evaluate=2, variants=variants)
+        assert both.size_bytes == plain.size_bytes  # same bits, same group size, nothing added
+        assert both.task_error <= 0.6 * plain.task_error, (group_size, both.task_error, plain.task_error)
+        # Mixed precision spends at most 10% of the eligible parameters on int8 and must not be worse than
+        # the all-int4 plain baseline.
+        assert plain.size_bytes < mixed.size_bytes < 1.2 * plain.size_bytes
+        assert mixed.task_error <= 0.6 * plain.task_error
