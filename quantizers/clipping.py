@@ -65,6 +65,31 @@ def capture_block_inputs(
     return calls
 
 
+class BlockCalibration:
+    """Calibration inputs per block: recorded ones, or samples re-run to capture one block at a time.
+
+    Capturing lazily keeps only one block's inputs in memory (VGGT: ~45 MB per block per 8-frame sample
+    instead of 48 times that) and, when called in block order during in-place edits, feeds each block the
+    inputs produced by the already-edited blocks before it.
+    """
+
+    def __init__(
+        self, model: nn.Module, calibration: Mapping[str, Sequence[BlockCall]] | Iterable[Any]
+    ) -> None:
+        self.model = model
+        self.recorded = calibration if isinstance(calibration, Mapping) else None
+        self.samples = None if isinstance(calibration, Mapping) else list(calibration)
+        if self.samples is not None and not self.samples:
+            raise ValueError("calibration samples are empty")
+
+    def calls(self, name: str, block: nn.Module) -> Sequence[BlockCall]:
+        if self.recorded is not None:
+            if name not in self.recorded:
+                raise ValueError(f"no calibration inputs recorded for block {name!r}")
+            return self.recorded[name]
+        return capture_block_inputs(self.model, [block], self.samples)[name]
+
+
 def block_outputs(block: nn.Module, calls: Sequence[BlockCall]) -> list[torch.Tensor]:
     with torch.no_grad():
         return [primary_tensor(block(*args, **kwargs)).detach() for args, kwargs in calls]
@@ -82,7 +107,8 @@ def block_output_error(
     for out, ref in zip(block_outputs(block, calls), references, strict=True):
         squared = (out - ref).double().pow(2)
         unweighted += float(squared.sum())
-        weighted += float((squared * channel_weights.double()).sum()) if channel_weights is not None else 0.0
+        if channel_weights is not None:
+            weighted += float((squared * channel_weights.to(squared.device, torch.float64)).sum())
         count += squared.numel()
     if channel_weights is None:
         weighted = unweighted
@@ -149,10 +175,14 @@ def linear_output_importance(
                 if "out" not in holder:
                     raise ValueError("the linear did not run inside the block")
                 leaf = holder["out"]
-                sqrt_w = channel_weights.sqrt() if channel_weights is not None else None
+                sqrt_w = (
+                    channel_weights.to(out.device, out.dtype).sqrt() if channel_weights is not None else None
+                )
                 total = torch.zeros_like(leaf)
                 for p in range(probes):
-                    signs = torch.randint(0, 2, out.shape, generator=generator).to(out.dtype) * 2 - 1
+                    signs = (
+                        torch.randint(0, 2, out.shape, generator=generator).to(out.device, out.dtype) * 2 - 1
+                    )
                     probe = signs * sqrt_w if sqrt_w is not None else signs
                     (grad,) = torch.autograd.grad(
                         out, leaf, probe, retain_graph=p + 1 < probes, allow_unused=True
@@ -192,9 +222,9 @@ def search_linear_clip_ratios(
     for k, ratio in enumerate(grid):
         delta = fake_quantize_weight(weight, bits, group_size, ratio) - weight
         for x, importance in zip(inputs, importances, strict=True):
-            errors[k] += (importance * (x @ delta.T).pow(2)).double().sum(dim=0)
+            errors[k] += (importance * (x @ delta.T).pow(2)).double().sum(dim=0).cpu()
     best = errors.argmin(dim=0)
-    return torch.tensor(grid, dtype=weight.dtype)[best]
+    return torch.tensor(grid, dtype=weight.dtype)[best].to(weight.device)
 
 
 @dataclass
@@ -244,21 +274,19 @@ def apply_fisher_clipping(
 ) -> ClippingReport:
     """Search clip ratios for each block's linears and pre-clamp their float weights in place.
 
-    ``calibration`` is either the output of ``capture_block_inputs`` or samples to capture from.
+    ``calibration`` is either the output of ``capture_block_inputs`` or samples, captured one block at a time
+    (after the earlier blocks were clipped; see ``BlockCalibration``).
     ``channel_weights`` is [L, C] (e.g. ``FisherStats.combined_weights()``) or None for plain MSE.
     ``linears`` maps block name -> linear names to treat (default: all nn.Linear in the block).
     A block whose clipped weights measure worse than RTN on the calibration set keeps its weights untouched.
     """
     blocks = resolve_modules(model, block_modules)
-    if not isinstance(calibration, Mapping):
-        calibration = capture_block_inputs(model, [m for _, m in blocks], calibration)
+    source = BlockCalibration(model, calibration)
     if channel_weights is not None and channel_weights.shape[0] != len(blocks):
         raise ValueError(f"channel_weights has {channel_weights.shape[0]} rows for {len(blocks)} blocks")
     report = ClippingReport()
     for index, (block_name, block) in enumerate(blocks):
-        if block_name not in calibration:
-            raise ValueError(f"no calibration inputs recorded for block {block_name!r}")
-        calls = calibration[block_name]
+        calls = source.calls(block_name, block)
         weights = channel_weights[index] if channel_weights is not None else None
         all_linears = block_linears(block, block_name)
         names = (

@@ -201,7 +201,9 @@ def compute_block_fisher(
                     for b_index, grad in enumerate(grads):
                         if grad is not None:
                             squared = grad.detach().double().pow(2)
-                            totals[t_index, b_index] += squared.reshape(-1, squared.shape[-1]).sum(dim=0)
+                            totals[t_index, b_index] += (
+                                squared.reshape(-1, squared.shape[-1]).sum(dim=0).cpu()
+                            )
                 count += 1
                 if progress:
                     print(f"fisher: sample {count} done", flush=True)

@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from .clipping import (
+    BlockCalibration,
     BlockCall,
     block_linears,
     block_output_error,
     block_outputs,
-    capture_block_inputs,
     swapped_weights,
 )
 from .fisher import resolve_modules
@@ -61,15 +61,14 @@ def measure_layer_sensitivity(
     ``FisherStats.block_importance()``); without it every block counts equally (FGQ's per-block norm).
     """
     blocks = resolve_modules(model, block_modules)
-    if not isinstance(calibration, Mapping):
-        calibration = capture_block_inputs(model, [m for _, m in blocks], calibration)
+    source = BlockCalibration(model, calibration)
     if block_importance is not None and block_importance.shape != (len(blocks),):
         raise ValueError(
             f"block_importance must have shape [{len(blocks)}], got {tuple(block_importance.shape)}"
         )
     result: dict[str, LayerSensitivity] = {}
     for index, (block_name, block) in enumerate(blocks):
-        calls = calibration[block_name]
+        calls = source.calls(block_name, block)
         weights = channel_weights[index] if channel_weights is not None else None
         scale = float(block_importance[index]) if block_importance is not None else 1.0
         available = block_linears(block, block_name)
@@ -164,12 +163,11 @@ def plan_mixed_precision(
 ) -> MixedPrecisionReport:
     """Measure, allocate, then measure each block with the whole plan applied. The model is left unchanged."""
     blocks = resolve_modules(model, block_modules)
-    if not isinstance(calibration, Mapping):
-        calibration = capture_block_inputs(model, [m for _, m in blocks], calibration)
+    source = BlockCalibration(model, calibration)
     layers = measure_layer_sensitivity(
         model,
         [m for _, m in blocks],
-        calibration,
+        source.recorded if source.recorded is not None else source.samples,
         channel_weights,
         block_importance=block_importance,
         linears=linears,
@@ -180,7 +178,7 @@ def plan_mixed_precision(
     report = MixedPrecisionReport(plan=plan, layers=layers)
     modules = dict(model.named_modules())
     for index, (block_name, block) in enumerate(blocks):
-        calls = calibration[block_name]
+        calls = source.calls(block_name, block)
         weights = channel_weights[index] if channel_weights is not None else None
         members = [n for n, s in layers.items() if s.block == block_name]
         quantized = {

@@ -100,6 +100,7 @@ def _set(param: torch.Tensor, value: torch.Tensor) -> None:
 def _fold_output_side(module: nn.Module, left: torch.Tensor) -> None:
     """module's output y -> left @ y, for Linear or Conv (output channels on dim 0)."""
     weight = module.weight.detach().double()
+    left = left.to(weight.device)
     flat = weight.reshape(weight.shape[0], -1)
     _set(module.weight, (left @ flat).reshape(weight.shape))
     if getattr(module, "bias", None) is not None:
@@ -145,7 +146,7 @@ def fold_residual_rotation(model: nn.Module, spec: RotationSpec, *, seed: int = 
     for param in spec.stream_parameters:
         if param.shape[-1] != dim:
             raise ValueError(f"stream parameter of shape {tuple(param.shape)} must end in {dim}")
-        _set(param, param.detach().double() @ (h @ centre).T)
+        _set(param, param.detach().double() @ (h @ centre).T.to(param.device))
 
     for (norm_name, norm), linears in readers:
         width = _norm_width(norm_name, norm)
@@ -153,7 +154,7 @@ def fold_residual_rotation(model: nn.Module, spec: RotationSpec, *, seed: int = 
             raise ValueError(f"norm {norm_name!r} width {width} is not a multiple of the stream width {dim}")
         gamma = getattr(norm, "weight", None)
         beta = getattr(norm, "bias", None)
-        rotation_t = _block_diag(h, width // dim).T
+        rotation_t = _block_diag(h, width // dim).T.to(norm_device(norm, linears))
         for name, linear in linears:
             if not isinstance(linear, nn.Linear) or linear.in_features != width:
                 raise ValueError(f"reader {name!r} must be an nn.Linear with {width} input features")
@@ -204,6 +205,13 @@ class StreamRotation(nn.Module):
         return x @ self.matrix.T
 
 
+def norm_device(norm: nn.Module, linears: Sequence[tuple[str, nn.Module]]) -> torch.device:
+    """Where the readers' weights live (rotations are built on CPU)."""
+    for _, linear in linears:
+        return linear.weight.device
+    return torch.device("cpu")
+
+
 def _norm_width(name: str, norm: nn.Module) -> int:
     if not isinstance(norm, (nn.LayerNorm, nn.RMSNorm)):
         raise ValueError(f"{name!r} is {type(norm).__name__}; only LayerNorm/RMSNorm readers fold")
@@ -239,6 +247,7 @@ def fold_value_output_rotation(
             f"into heads of {head_dim} feeding {o_name!r}"
         )
     rotation = _block_diag(random_hadamard(head_dim, seed), width // head_dim)
+    rotation = rotation.to(v.weight.device)
     weight = v.weight.detach().double().clone()
     weight[value_rows_start:stop] = rotation @ weight[value_rows_start:stop]
     _set(v.weight, weight)
@@ -246,4 +255,4 @@ def fold_value_output_rotation(
         bias = v.bias.detach().double().clone()
         bias[value_rows_start:stop] = rotation @ bias[value_rows_start:stop]
         _set(v.bias, bias)
-    _set(out.weight, out.weight.detach().double() @ rotation.T)
+    _set(out.weight, out.weight.detach().double() @ rotation.T.to(out.weight.device))

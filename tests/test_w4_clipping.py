@@ -125,3 +125,53 @@ def test_mixed_precision_plan_report(setup) -> None:
     assert report.plan[ranked[0]] == 8
     assert set(report.block_errors) == {"blocks.0", "blocks.1"}
     assert "W4 share" in report.table()
+
+
+class KwargBlock(nn.Module):
+    """Like VGGT blocks: keyword inputs (positions) and, here, a tuple output."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 2 * dim)
+        self.fc2 = nn.Linear(2 * dim, dim)
+
+    def forward(self, x: torch.Tensor, *, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = x + self.fc2(torch.nn.functional.gelu(self.fc1(self.norm(x + pos))))
+        return out, pos
+
+
+class KwargModel(nn.Module):
+    def __init__(self, dim: int = 32) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.blocks = nn.ModuleList([KwargBlock(dim) for _ in range(2)])
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x, pos = block(x, pos=pos)
+        return self.head(x)
+
+
+def test_keyword_inputs_tuple_outputs_and_lazy_capture() -> None:
+    model = KwargModel()
+    generator = torch.Generator().manual_seed(4)
+    samples = [
+        (torch.randn(2, 8, 32, generator=generator) ** 3, torch.randn(2, 8, 32, generator=generator))
+        for _ in range(2)
+    ]
+    stats = compute_block_fisher(
+        model, ["blocks.0", "blocks.1"], {"out": lambda y: y}, samples, progress=False
+    )
+    assert stats.raw.shape == (1, 2, 32) and bool((stats.raw > 0).all())
+    calls = capture_block_inputs(model, list(model.blocks), samples)
+    assert "pos" in calls["blocks.0"][0][1] and len(calls["blocks.1"]) == 2
+    weights = stats.combined_weights()
+    recorded = plan_mixed_precision(
+        model, list(model.blocks), calls, weights, w4_budget=0.5, group_size=GROUP
+    )
+    lazy = plan_mixed_precision(model, list(model.blocks), samples, weights, w4_budget=0.5, group_size=GROUP)
+    assert recorded.plan == lazy.plan and recorded.block_errors == lazy.block_errors
+    report = apply_fisher_clipping(model, list(model.blocks), samples, weights, group_size=GROUP, probes=2)
+    assert report.clipped_error < report.rtn_error
