@@ -100,33 +100,29 @@ def _exit_description(code: int) -> str:
     return f"exited with code {code}"
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """How the runner is run. With `weight_cache`, a first untimed run writes XNNPACK's packed weights to a
+    cache file and the measured run memory-maps them: what an app sees from its second launch on."""
+
+    iters: int = 10
+    warmup: int = 1
+    threads: int | None = None
+    weight_cache: bool = True
+    timeout: float = 1800.0
+
+
 def _runner_args(
-    model: str,
-    inputs: Sequence[str],
-    output_dir: str,
-    json_path: str,
-    iters: int,
-    warmup: int,
-    threads: int | None,
-    where: str,
+    model: str, inputs: Sequence[str], run_dir: str, settings: RunSettings, where: str, *, prime: bool = False
 ) -> list[str]:
-    args = ["--model", model]
-    for path in inputs:
-        args += ["--input", path]
-    args += [
-        "--output-dir",
-        output_dir,
-        "--json",
-        json_path,
-        "--iters",
-        str(iters),
-        "--warmup",
-        str(warmup),
-        "--where",
-        where,
-    ]
-    if threads:
-        args += ["--threads", str(threads)]
+    iters, warmup = (1, 0) if prime else (settings.iters, settings.warmup)
+    args = ["--model", model, *[part for path in inputs for part in ("--input", path)]]
+    args += ["--output-dir", f"{run_dir}/out", "--json", f"{run_dir}/stats.json", "--where", where]
+    args += ["--iters", str(iters), "--warmup", str(warmup)]
+    if settings.threads:
+        args += ["--threads", str(settings.threads)]
+    if settings.weight_cache:
+        args += ["--xnnpack-cache", f"{run_dir}/weights.xnncache"]
     return args
 
 
@@ -140,40 +136,32 @@ def _read_stats(path: Path, log: str) -> dict:
 
 
 def _run_on_host(
-    runner: Path,
-    model: Path,
-    inputs: list[Path],
-    work: Path,
-    *,
-    iters: int,
-    warmup: int,
-    threads: int | None,
-    timeout: float,
-) -> tuple[dict, Path]:
-    output_dir = work / "out"
-    output_dir.mkdir()
-    stats_path = work / "stats.json"
-    argv = [
-        str(runner),
-        *_runner_args(
-            str(model),
-            [str(p) for p in inputs],
-            str(output_dir),
-            str(stats_path),
-            iters,
-            warmup,
-            threads,
-            "host",
-        ),
-    ]
-    try:
-        completed = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"runner did not finish within {timeout:.0f} s; lower --iters") from None
-    log = completed.stderr + completed.stdout
-    if completed.returncode != 0:
-        raise BenchError(f"runner {_exit_description(completed.returncode)}; its log ends:\n{_log_tail(log)}")
-    return _read_stats(stats_path, log), output_dir
+    runner: Path, model: Path, inputs: list[Path], work: Path, settings: RunSettings
+) -> tuple[dict, dict | None, Path]:
+    """Returns (measured stats, priming-run stats or None, output folder)."""
+    (work / "out").mkdir()
+    runs = [True, False] if settings.weight_cache else [False]
+    results = []
+    for prime in runs:
+        argv = [
+            str(runner),
+            *_runner_args(str(model), [str(p) for p in inputs], str(work), settings, "host", prime=prime),
+        ]
+        try:
+            completed = subprocess.run(
+                argv, capture_output=True, text=True, errors="replace", timeout=settings.timeout
+            )
+        except subprocess.TimeoutExpired:
+            raise BenchError(
+                f"runner did not finish within {settings.timeout:.0f} s; lower --iters"
+            ) from None
+        log = completed.stderr + completed.stdout
+        if completed.returncode != 0:
+            raise BenchError(
+                f"runner {_exit_description(completed.returncode)}; its log ends:\n{_log_tail(log)}"
+            )
+        results.append(_read_stats(work / "stats.json", log))
+    return results[-1], results[0] if settings.weight_cache else None, work / "out"
 
 
 def _run_over_adb(
@@ -182,17 +170,15 @@ def _run_over_adb(
     model: Path,
     inputs: list[Path],
     work: Path,
+    settings: RunSettings,
     *,
     output_bytes: int,
-    iters: int,
-    warmup: int,
-    threads: int | None,
-    timeout: float,
     echo: Callable[[str], None],
-) -> tuple[dict, Path]:
+) -> tuple[dict, dict | None, Path]:
     libraries = runner_libraries(runner)
     uploads = [runner, *libraries, model, *inputs]
-    needed = int((total_bytes(uploads) + output_bytes) * SPACE_MARGIN)
+    cache_bytes = model.stat().st_size if settings.weight_cache else 0
+    needed = int((total_bytes(uploads) + output_bytes + cache_bytes) * SPACE_MARGIN)
     device.check_shell(f"mkdir -p {REMOTE_ROOT}")
     free = device.free_bytes(REMOTE_ROOT)
     if free < needed:
@@ -215,39 +201,35 @@ def _run_over_adb(
         remote_inputs.append(f"{run_dir}/{path.name}")
         device.push(path, remote_inputs[-1])
     device.check_shell(f"chmod 755 {REMOTE_ROOT}/{RUNNER_NAME}")
-    args = _runner_args(
-        remote_model,
-        remote_inputs,
-        f"{run_dir}/out",
-        f"{run_dir}/stats.json",
-        iters,
-        warmup,
-        threads,
-        f"adb:{device.serial}",
-    )
-    command = (
-        f"cd {REMOTE_ROOT} && LD_LIBRARY_PATH={REMOTE_ROOT} ./{RUNNER_NAME} "
-        f"{' '.join(shlex.quote(a) for a in args)} > {run_dir}/log.txt 2>&1"
-    )
-    echo(f"running {warmup} warm-up + {iters} timed iterations on {device.serial}")
-    code, _ = device.shell(command, timeout=timeout)
-    if code != 0:
-        _, log = device.shell(f"tail -n 40 {run_dir}/log.txt")
-        raise BenchError(
-            f"runner on '{device.serial}' {_exit_description(code)}; its log ends:\n{_log_tail(log)}"
+    echo(f"running {settings.warmup} warm-up + {settings.iters} timed iterations on {device.serial}")
+    results = []
+    for prime in [True, False] if settings.weight_cache else [False]:
+        args = _runner_args(
+            remote_model, remote_inputs, run_dir, settings, f"adb:{device.serial}", prime=prime
         )
+        command = (
+            f"cd {REMOTE_ROOT} && LD_LIBRARY_PATH={REMOTE_ROOT} ./{RUNNER_NAME} "
+            f"{' '.join(shlex.quote(a) for a in args)} > {run_dir}/log.txt 2>&1"
+        )
+        code, _ = device.shell(command, timeout=settings.timeout)
+        if code != 0:
+            _, log = device.shell(f"tail -n 40 {run_dir}/log.txt")
+            raise BenchError(
+                f"runner on '{device.serial}' {_exit_description(code)}; its log ends:\n{_log_tail(log)}"
+            )
+        stats_path = work / f"stats-{len(results)}.json"
+        device.pull(f"{run_dir}/stats.json", stats_path)
+        results.append(_read_stats(stats_path, ""))
+    stats = results[-1]
     local_out = work / "out"
     local_out.mkdir()
-    stats_path = work / "stats.json"
-    device.pull(f"{run_dir}/stats.json", stats_path)
-    stats = _read_stats(stats_path, "")
     for index, entry in enumerate(stats.get("outputs", [])):
         if entry and "file" in entry:
             name = Path(entry["file"]).name
             device.pull(f"{run_dir}/out/{name}", local_out / name)
         else:
             raise BenchError(f"runner wrote no file for output {index}")
-    return stats, local_out
+    return stats, results[0] if settings.weight_cache else None, local_out
 
 
 def _load_outputs(output_dir: Path, count: int) -> list[np.ndarray]:
@@ -274,12 +256,15 @@ def run_bench(
     tolerance: float = DEFAULT_TOLERANCE,
     adb: str | None = None,
     timeout: float = 1800.0,
+    weight_cache: bool = True,
     echo: Callable[[str], None] = print,
 ) -> dict:
     """Runs the runner on the host (adb_serial None) or on device `adb_serial`; returns the bench report.
 
-    The report has the contract keys plus `model, runner, pte_bytes, samples_ms, check{ok, tolerance,
-    outputs[{index, shape, max_abs, rel_l2}]}`. Raises BenchError, AdbError or ProgramError (one line).
+    The report has the contract keys plus `model, runner, pte_bytes, samples_ms, weight_cache,
+    first_load_ms (the priming run's load, which packs the weights; null without weight_cache),
+    check{ok, tolerance, outputs[{index, shape, max_abs, rel_l2}]}`. Raises BenchError, AdbError or
+    ProgramError (one line).
     """
     model = Path(model)
     if iters < 1 or warmup < 0:
@@ -296,32 +281,14 @@ def run_bench(
         for index, array in enumerate(arrays):
             input_paths.append(work / f"input_{index}.npy")
             np.save(input_paths[-1], array)
+        settings = RunSettings(iters, warmup, threads, weight_cache, timeout)
         if device is None:
             echo(f"running {warmup} warm-up + {iters} timed iterations of {model.name} on the host")
-            stats, output_dir = _run_on_host(
-                runner_path,
-                model,
-                input_paths,
-                work,
-                iters=iters,
-                warmup=warmup,
-                threads=threads,
-                timeout=timeout,
-            )
+            stats, primed, output_dir = _run_on_host(runner_path, model, input_paths, work, settings)
         else:
             output_bytes = sum(spec.nbytes for spec in reference.outputs)
-            stats, output_dir = _run_over_adb(
-                device,
-                runner_path,
-                model,
-                input_paths,
-                work,
-                output_bytes=output_bytes,
-                iters=iters,
-                warmup=warmup,
-                threads=threads,
-                timeout=timeout,
-                echo=echo,
+            stats, primed, output_dir = _run_over_adb(
+                device, runner_path, model, input_paths, work, settings, output_bytes=output_bytes, echo=echo
             )
         actual = _load_outputs(output_dir, len(reference.outputs))
     checks = compare_outputs(actual, reference.run(arrays))
@@ -333,6 +300,8 @@ def run_bench(
         runner=str(runner_path),
         pte_bytes=model.stat().st_size,
         samples_ms=stats.get("samples_ms", []),
+        weight_cache=weight_cache,
+        first_load_ms=primed["load_ms"] if primed else None,
         check={
             "ok": all(c.rel_l2 <= tolerance for c in checks),
             "tolerance": tolerance,
@@ -361,7 +330,15 @@ def format_table(report: dict) -> str:
     rows = [
         ("where", report["where"]),
         ("iters / threads", f"{report['iters']} / {report['threads']}"),
-        ("load", f"{report['load_ms']:.1f} ms"),
+        (
+            "load",
+            f"{report['load_ms']:.1f} ms"
+            + (
+                f" (first load, packing weights: {report['first_load_ms']:.1f} ms)"
+                if report.get("first_load_ms") is not None
+                else ""
+            ),
+        ),
         ("latency min / median", f"{latency['min']:.2f} / {latency['median']:.2f} ms"),
         ("latency p90 / max", f"{latency['p90']:.2f} / {latency['max']:.2f} ms"),
         ("peak RSS", f"{report['peak_rss_bytes'] / 2**20:.1f} MiB"),
@@ -393,6 +370,7 @@ def bench_command(
     iters: int = 10,
     threads: int | None = None,
     json_path: str | None = None,
+    weight_cache: bool = True,
     echo: Callable[[str], None] = print,
 ) -> dict:
     """What `vggt-et bench` calls: exactly one of host / adb_serial; prints the table; raises USER_ERRORS."""
@@ -405,6 +383,7 @@ def bench_command(
         iters=iters,
         threads=threads,
         json_path=json_path,
+        weight_cache=weight_cache,
         echo=echo,
     )
     echo(format_table(report))

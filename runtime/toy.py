@@ -45,7 +45,7 @@ def toy_inputs(seed: int = 0, size: int = 32, channels: int = 32) -> tuple[torch
     return image, shift
 
 
-def _quantize_int8(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> torch.nn.Module:
+def _quantize_int8(model: torch.nn.Module, example: tuple[torch.Tensor, ...], channels: int) -> torch.nn.Module:
     """PT2E static int8 with XNNPACK's symmetric config, calibrated on a few deterministic batches."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -57,23 +57,26 @@ def _quantize_int8(model: torch.nn.Module, example: tuple[torch.Tensor, ...]) ->
     graph = torch.export.export(model, example, strict=False).module()
     prepared = prepare_pt2e(graph, quantizer)
     for seed in range(4):
-        prepared(*toy_inputs(seed))
+        prepared(*toy_inputs(seed, channels=channels))
     return convert_pt2e(prepared)
 
 
-def build_toy_pte(path: str | os.PathLike, quant: str = "fp32", seed: int = 0) -> Path:
-    """Export, lower to XNNPACK and write the toy as a `.pte` (atomically); returns the path."""
+def build_toy_pte(path: str | os.PathLike, quant: str = "fp32", seed: int = 0, channels: int = 32) -> Path:
+    """Export, lower to XNNPACK and write the toy as a `.pte` (atomically); returns the path.
+
+    `channels` scales the weights (about 16 * channels**2 bytes in fp32), for memory measurements.
+    """
     if quant not in TOY_QUANTS:
         raise ValueError(f"unknown toy quant {quant!r}; use one of {', '.join(TOY_QUANTS)}")
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     torch.manual_seed(seed)
-    model = ToyPatchAttention().eval()
-    example = toy_inputs(seed)
+    model = ToyPatchAttention(channels=channels).eval()
+    example = toy_inputs(seed, channels=channels)
     with torch.no_grad():
         if quant == "int8":
-            model = _quantize_int8(model, example)
+            model = _quantize_int8(model, example, channels)
         exported = torch.export.export(model, example, strict=False)
     program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
     target = Path(path)

@@ -115,6 +115,8 @@ def test_adb_bench_end_to_end(runner: Path, toy: Path, device_root: Path, tmp_pa
     assert (remote / "vggt_et_runner").is_file() and (remote / "model.pte").read_bytes() == toy.read_bytes()
     assert (remote / "libexecutorch.so").is_file(), "the runner's shared libraries must be pushed with it"
     assert sorted(p.name for p in (remote / "run/out").iterdir()) == ["output_0.npy", "output_1.npy"]
+    assert (remote / "run/weights.xnncache").stat().st_size > 0, "the priming run writes the packed weights"
+    assert report["weight_cache"] and report["first_load_ms"] > 0
     log = adb_log(device_root)
     assert log[0] == "devices" and all(line.startswith(f"-s {SERIAL} ") for line in log[1:])
     assert any(" push " in f" {line} " and "vggt_et_runner" in line for line in log)
@@ -126,8 +128,10 @@ def test_adb_bench_end_to_end(runner: Path, toy: Path, device_root: Path, tmp_pa
     assert "outputs match" in lines[-1] and "adb:FAKE0001" in lines[-1]
 
 
-def test_host_bench(runner: Path, toy: Path) -> None:
-    report = run_bench(toy, runner=runner, iters=3, threads=1, echo=lambda _: None)
+@pytest.mark.parametrize("weight_cache", [True, False])
+def test_host_bench(runner: Path, toy: Path, weight_cache: bool) -> None:
+    report = run_bench(toy, runner=runner, iters=3, threads=1, weight_cache=weight_cache, echo=lambda _: None)
+    assert (report["first_load_ms"] is not None) == weight_cache
     assert report["where"] == "host" and report["threads"] == 1 and len(report["samples_ms"]) == 3
     assert report["check"]["ok"]
     latency = report["latency_ms"]

@@ -174,3 +174,35 @@ def test_etdump_is_written_and_readable(runner: Path, toy: Path, tmp_path: Path)
     inspector = Inspector(etdump_path=str(etdump))
     assert len(inspector.event_blocks) >= 1
     assert sum(len(block.events) for block in inspector.event_blocks) > 0
+
+
+def test_xnnpack_weight_cache_is_written_then_reused(runner: Path, toy: Path, tmp_path: Path) -> None:
+    program = PteProgram(toy)
+    arrays, paths = save_inputs(program, tmp_path)
+    cache = tmp_path / "weights.xnncache"
+    expected = program.run(arrays)
+    for attempt in range(2):
+        out = tmp_path / f"run{attempt}"
+        out.mkdir()
+        stats_line(
+            run_runner(
+                runner,
+                "--model",
+                str(toy),
+                *input_flags(paths),
+                "--output-dir",
+                str(out),
+                "--xnnpack-cache",
+                str(cache),
+                "--iters",
+                "1",
+            )
+        )
+        if attempt == 0:
+            written = cache.stat()
+            assert written.st_size > 0
+        for index, want in enumerate(expected):
+            np.testing.assert_allclose(np.load(out / f"output_{index}.npy"), want, rtol=0, atol=1e-6)
+    assert cache.stat().st_mtime_ns == written.st_mtime_ns, (
+        "the second run must read the cache, not rewrite it"
+    )

@@ -10,12 +10,15 @@ constexpr const char* kUsage =
     "usage: vggt_et_runner --model M.pte [--input FILE]... [--output-dir DIR] [--output-format npy|raw]\n"
     "                      [--warmup N] [--iters N] [--threads T] [--json FILE] [--etdump FILE]\n"
     "                      [--load-mode mmap|mlock|file] [--method NAME] [--where LABEL] [--print-meta]\n"
+    "                      [--xnnpack-cache FILE]\n"
     "\n"
     "Runs METHOD of a .pte program: --warmup untimed then --iters timed executions, writes the outputs\n"
     "of the last one to DIR (output_<i>.npy or .bin) and prints one JSON line with latency statistics,\n"
     "load time and peak RSS. Inputs are .npy files (shape and dtype checked) or raw little-endian bytes\n"
     "(size checked), one per program input, in order. --print-meta prints the method's inputs and\n"
-    "outputs as JSON and exits. Exit codes: 0 ok, 2 bad usage or input, 1 runtime failure.\n";
+    "outputs as JSON and exits. --xnnpack-cache keeps XNNPACK's packed weights in FILE (written on the\n"
+    "first run, memory-mapped on later ones), so later loads neither repack nor hold two copies.\n"
+    "Exit codes: 0 ok, 2 bad usage or input, 1 runtime failure.\n";
 
 int parse_int(const std::string& flag, const std::string& text, int minimum) {
   char* end = nullptr;
@@ -63,6 +66,11 @@ bool parse_options(int argc, char** argv, Options& options) {
       options.json_path = value;
     } else if (flag == "--etdump") {
       options.etdump_path = value;
+    } else if (flag == "--xnnpack-cache") {
+      if (value.size() >= 255) {
+        throw UsageError{"--xnnpack-cache path is longer than 254 characters; use a shorter path"};
+      }
+      options.xnnpack_cache = value;
     } else if (flag == "--where") {
       options.where = value;
     } else if (flag == "--load-mode") {

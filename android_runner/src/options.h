@@ -19,6 +19,7 @@ struct Options {
   OutputFormat output_format = OutputFormat::kNpy;
   std::string json_path;            // empty: the JSON line goes to stdout only
   std::string etdump_path;          // empty: no event tracer
+  std::string xnnpack_cache;        // empty: XNNPACK packs weights at load; else packed weights persist here
   std::string where;                // label in the JSON; empty: "<os>-<machine>"
   LoadMode load_mode = LoadMode::kMmap;
   int warmup = 1;

@@ -18,6 +18,8 @@
 #endif
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
+#include <executorch/runtime/backend/backend_options_map.h>
+#include <executorch/runtime/backend/options.h>
 #include <executorch/runtime/core/exec_aten/util/scalar_type_util.h>
 #include <executorch/runtime/platform/runtime.h>
 
@@ -221,7 +223,15 @@ int run_checked(const Options& options) {
   }
 #endif
   Module module(options.model_path, module_load_mode(options.load_mode), std::move(tracer));
-  const Error load_error = module.load(Program::Verification::InternalConsistency);
+  executorch::runtime::LoadBackendOptionsMap backend_options;
+  executorch::runtime::BackendOptions<4> xnnpack_options;
+  if (!options.xnnpack_cache.empty()) {
+    xnnpack_options.set_option("weight_cache_enabled", true);
+    xnnpack_options.set_option("packed_cache_path", options.xnnpack_cache.c_str());
+    xnnpack_options.set_option("save_weight_cache_on_disk", true);
+    backend_options.set_options("XnnpackBackend", xnnpack_options.view());
+  }
+  const Error load_error = module.load(backend_options, Program::Verification::InternalConsistency);
   if (load_error != Error::Ok) {
     throw UsageError{"cannot load program '" + options.model_path + "': " + error_text(load_error) +
                      "; the file is truncated or not a .pte, re-export it"};
@@ -263,6 +273,7 @@ int run_checked(const Options& options) {
                          " (missing operator or backend? the log above names it)");
   }
   const double load_ms = elapsed_ms(load_start);
+  const int64_t rss_after_load = current_rss_bytes();
 
   std::vector<double> latencies;
   std::vector<EValue> outputs;
@@ -294,7 +305,7 @@ int run_checked(const Options& options) {
        << ", \"iters\": " << options.iters << ", \"warmup\": " << options.warmup << ", \"threads\": " << threads
        << ", \"load_ms\": " << load_ms << ", \"latency_ms\": {\"min\": " << stats.min_ms
        << ", \"median\": " << stats.median_ms << ", \"p90\": " << stats.p90_ms << ", \"max\": " << stats.max_ms
-       << "}, \"peak_rss_bytes\": " << peak_rss_bytes() << ", \"pte_bytes\": " << file_stat.st_size
+       << "}, \"peak_rss_bytes\": " << peak_rss_bytes() << ", \"rss_after_load_bytes\": " << rss_after_load << ", \"pte_bytes\": " << file_stat.st_size
        << ", \"samples_ms\": [";
   for (size_t i = 0; i < latencies.size(); ++i) {
     json << (i ? ", " : "") << latencies[i];

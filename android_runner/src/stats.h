@@ -18,6 +18,9 @@ LatencyStats summarize_latencies(std::vector<double> samples_ms);
 // Peak resident set size of this process in bytes: VmHWM from /proc/self/status, else getrusage.
 int64_t peak_rss_bytes();
 
+// Current resident set size in bytes (VmRSS), 0 where /proc is unavailable.
+int64_t current_rss_bytes();
+
 // "<os>-<machine>" from uname, e.g. "linux-aarch64".
 std::string platform_label();
 
