@@ -10,6 +10,7 @@ quantizer without one would try to download it, which :func:`_without_sdk_downlo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -33,16 +34,39 @@ class Pt2eOutcome:
     notes: list[str] = field(default_factory=list)
 
 
+#: Static activation observers for ``xnnpack-int8``: ExecuTorch's default (histogram: ranges that minimise
+#: quantization error, slower per call) or plain running min/max (fast, outlier-sensitive).
+ACTIVATION_OBSERVERS = ("histogram", "minmax")
+
+
+class UnknownObserverError(ValueError):
+    """An activation observer name the recipe does not offer."""
+
+
 def xnnpack_quantizer(
-    *, dynamic: bool, per_channel: bool, keep_float: Callable[[Node], bool] | None
+    *,
+    dynamic: bool,
+    per_channel: bool,
+    keep_float: Callable[[Node], bool] | None,
+    observer: str = "histogram",
 ) -> Quantizer:
     """XNNPACKQuantizer with the symmetric config; nodes for which ``keep_float`` is true stay in float."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
+    from torchao.quantization.pt2e import MinMaxObserver
 
+    if observer not in ACTIVATION_OBSERVERS:
+        raise UnknownObserverError(
+            f"unknown activation observer {observer!r}; use one of: {', '.join(ACTIVATION_OBSERVERS)}"
+        )
     config = get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=dynamic)
+    if observer == "minmax" and not dynamic:
+        spec = dataclasses.replace(
+            config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12)
+        )
+        config = dataclasses.replace(config, input_activation=spec, output_activation=spec)
     quantizer = XNNPACKQuantizer().set_global(config)
     if keep_float is None:
         return quantizer

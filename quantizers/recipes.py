@@ -76,7 +76,7 @@ _RECIPES = {
             "xnnpack",
             "int8",
             True,
-            {"dynamic": False, "per_channel": True},
+            {"dynamic": False, "per_channel": True, "observer": "histogram"},
             "PT2E XNNPACKQuantizer: int8 per-channel weights, static int8 activations (dynamic: per token)",
         ),
         Recipe(
@@ -253,7 +253,10 @@ def quantize_program(
 
         if spec.backend == "xnnpack":
             quantizer = xnnpack_quantizer(
-                dynamic=resolved["dynamic"], per_channel=resolved["per_channel"], keep_float=keep
+                dynamic=resolved["dynamic"],
+                per_channel=resolved["per_channel"],
+                keep_float=keep,
+                observer=resolved["observer"],
             )
         else:
             quantizer, qnn_notes = qnn_quantizer(

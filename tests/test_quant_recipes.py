@@ -173,7 +173,10 @@ def test_xnnpack_8da4w_lowers_runs_quarter_size(toy):
 
 def test_keep_float_leaves_named_layers_without_qdq(toy):
     keep = ["patch", "re:blocks\\.1\\.fc[12]"]
-    result = quantize_program(toy["program"], "xnnpack-int8", toy["calibration"], keep_float=keep, progress=False)
+    result = quantize_program(
+        toy["program"], "xnnpack-int8", toy["calibration"], keep_float=keep, progress=False, observer="minmax"
+    )
+    assert result.options["observer"] == "minmax"
     assert result.float_layers == ["patch", "blocks.1.fc1", "blocks.1.fc2"]
     assert "blocks.1.fc1" not in result.quantized_layers and "blocks.0.fc1" in result.quantized_layers
     for path in ("patch", "blocks.1.fc1", "blocks.1.fc2"):
@@ -216,8 +219,7 @@ def test_qnn_annotates_and_converts_without_sdk(toy, recipe, act_dtype, act_rang
         assert tuple(weight.args[4:6]) == weight_range and weight.args[6] == torch.int8, path
         assert "dequantize_per_tensor" in str(activation.target), path
         assert tuple(activation.args[3:5]) == act_range and activation.args[5] == act_dtype, path
-    head = _linear_or_conv(program, "head")
-    assert "dequantize" not in str(head.args[1].target)  # weights of a kept-float layer stay float
+    assert not _touches_qdq(_linear_or_conv(program, "head"))  # kept float: no q/dq on any side
     assert any("SDK" in note for note in result.notes)
 
 
@@ -295,6 +297,8 @@ def test_bad_requests_fail_with_one_line_errors(toy):
         quantize_program(program, "xnnpack-8da4w", keep_float=["re:blocks.(["], progress=False)
     with pytest.raises(NothingQuantizedError, match="keep_float"):
         quantize_program(program, "xnnpack-8da4w", keep_float=["*"], progress=False)
+    with pytest.raises(ValueError, match="unknown activation observer"):
+        quantize_program(program, "xnnpack-int8", toy["calibration"], observer="percentile")
     with pytest.raises(ValueError, match="ExportedProgram"):
         quantize_program(ToyViT(), "xnnpack-int8", toy["calibration"])
     with pytest.raises(ValueError, match="unknown Qualcomm SoC"):
