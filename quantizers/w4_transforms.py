@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-_SCALE_EPS = torch.finfo(torch.float32).smallest_normal
+_SCALE_EPS = torch.finfo(torch.float32).eps  # torchao choose_qparams_affine's default floor
 
 
 def _qrange(bits: int) -> tuple[int, int]:
@@ -79,7 +79,7 @@ def fake_quantize_weight(
         weight = pre_clip_weight(weight, clip_ratio, group_size)
     groups = _grouped(weight, group_size)
     scales = quantization_scales(weight, bits, group_size).unsqueeze(-1)
-    q = torch.clamp(torch.round(groups / scales), qmin, qmax)
+    q = torch.clamp(torch.round(groups * (1.0 / scales)), qmin, qmax)  # torchao's order: ties at -7.5 agree
     return (q * scales).reshape(weight.shape).to(weight.dtype)
 
 
@@ -100,7 +100,7 @@ def fake_quantize_activation_per_token(x: torch.Tensor, bits: int = 8) -> torch.
     """Dynamic symmetric per-token activation fake-quant (the '8da' half of 8da4w), for measuring only."""
     qmin, qmax = _qrange(bits)
     scale = (x.abs().amax(dim=-1, keepdim=True) / ((qmax - qmin) / 2)).clamp_min(_SCALE_EPS)
-    return torch.clamp(torch.round(x / scale), qmin, qmax) * scale
+    return torch.clamp(torch.round(x * (1.0 / scale)), qmin, qmax) * scale
 
 
 def weight_storage_bytes(

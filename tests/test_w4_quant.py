@@ -92,3 +92,24 @@ def test_bad_arguments() -> None:
         pre_clip_weight(weight, torch.ones(3))
     with pytest.raises(ValueError, match="2-D"):
         fake_quantize_weight(torch.randn(4), 4)
+
+
+@pytest.mark.parametrize("group_size", [32, None])
+def test_pre_clipped_weights_match_torchao_int4_bit_for_bit(group_size) -> None:
+    """The export path (torchao Int8DynamicActivationIntxWeightConfig) lands on exactly our grid."""
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
+    from torchao.quantization.granularity import PerAxis, PerGroup
+
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(64, 128, generator=generator) ** 3
+    ratios = torch.rand(64, generator=generator) * 0.5 + 0.5
+    clipped = pre_clip_weight(weight, ratios, group_size)
+    linear = nn.Linear(128, 64, bias=False)
+    linear.weight = nn.Parameter(clipped.clone(), requires_grad=False)
+    granularity = PerGroup(group_size) if group_size else PerAxis(0)
+    quantize_(
+        linear, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=granularity)
+    )
+    torch.testing.assert_close(
+        linear.weight.dequantize(), fake_quantize_weight(weight, 4, group_size, ratios), rtol=0, atol=0
+    )
