@@ -46,11 +46,19 @@ def _is_compute(name: str) -> bool:
     return name not in _BOOKKEEPING
 
 
+_RESHAPES = {"aten.reshape.default", "aten.view.default", "aten._unsafe_view.default", "aten.view_copy.default"}
+
+
 def max_compute_rank(graph: Graph) -> int:
-    """Largest rank among the inputs and outputs of compute ops (QNN HTP wants at most 4)."""
+    """Largest rank among the inputs and outputs of compute ops (QNN HTP wants at most 4).
+
+    Reshapes are not counted: they only relabel memory, and a rank-5 program input or output ([B, S, 3, H, W]
+    images) can only ever be reshaped.
+    """
     best = 0
     for node in graph.nodes:
-        if node.op != "call_function" or not _is_compute(op_name(node.target)):
+        name = op_name(node.target)
+        if node.op != "call_function" or not _is_compute(name) or name in _RESHAPES:
             continue
         vals = [node.meta.get("val")] + [i.meta.get("val") for i in node.all_input_nodes]
         for v in vals:

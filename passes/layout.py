@@ -7,6 +7,7 @@ is not delegated by XNNPACK at all. This pass:
   drops identity reshapes;
 - turns transposes into permutes, composes permute chains, drops identity permutes and turns permutes that
   only move size-1 dims into reshapes;
+- drops identities (`detach`, `alias`, plain `clone`) of computed tensors;
 - drops an `expand` whose users are element-wise ops that broadcast to the same shape anyway;
 - rewrites 4-D+ batched `matmul` as a 3-D `bmm` (XNNPACK leaves the broadcast `expand_copy` outside).
 """
@@ -26,6 +27,8 @@ _TO_RESHAPE = (
     aten.squeeze.default, aten.flatten.using_ints, aten.unflatten.int,
 )
 _BROADCASTING = (aten.add.Tensor, aten.mul.Tensor, aten.sub.Tensor, aten.div.Tensor)
+# Identities in an inference graph (`pred.detach()`); to_edge makes them `alias_copy`, which XNNPACK leaves out.
+_IDENTITIES = (aten.detach.default, aten.alias.default, aten.lift_fresh_copy.default)
 
 
 def _is(node, targets) -> bool:
@@ -90,11 +93,20 @@ def _one_sweep(graph) -> int:
                     new = emit(graph, aten.permute.default, (src, perm), like=node)
                 _replace(graph, node, new)
                 changes += 1
+        elif node.target in _IDENTITIES or _is_plain_clone(node):
+            if isinstance(src, Node) and src.op == "call_function":
+                _replace(graph, node, src)
+                changes += 1
         elif node.target == aten.expand.default:
             changes += _drop_broadcast_expand(graph, node)
         elif node.target == aten.matmul.default:
             changes += _matmul_to_bmm(graph, node)
     return changes
+
+
+def _is_plain_clone(node: Node) -> bool:
+    fmt = node.kwargs.get("memory_format")
+    return node.target == aten.clone.default and fmt in (None, torch.preserve_format, torch.contiguous_format)
 
 
 def _perm(node: Node, rank: int) -> list[int]:

@@ -18,6 +18,7 @@ from .fold_constants import fold_constants
 from .graph_utils import PassError, copy_program
 from .layer_norm import decompose_layer_norm
 from .layout import simplify_layout
+from .rank import float_scalars, signed_expm1, sink_reshapes
 from .rotate_half import rewrite_rotate_half
 from .sdpa import decompose_sdpa
 from .slicing import select_to_slice
@@ -36,13 +37,18 @@ PASSES: dict[str, PassFn] = {
     "decompose_layer_norm": decompose_layer_norm,
     "rotate_half": rewrite_rotate_half,
     "rotate_half_matmul": partial(rewrite_rotate_half, mode="matmul"),
+    "sink_reshapes": sink_reshapes,
+    "float_scalars": float_scalars,
+    "signed_expm1": signed_expm1,
 }
 
-_COMMON_HEAD = ["fold_constants", "select_to_slice", "simplify_layout"]
+_COMMON_HEAD = ["fold_constants", "float_scalars", "select_to_slice", "simplify_layout", "sink_reshapes"]
 _COMMON_TAIL = ["fold_constants", "simplify_layout"]
 PASS_LISTS: dict[str, list[str]] = {
     # XNNPACK takes neither LayerNorm nor select/expand: rewrite them all.
-    "xnnpack": _COMMON_HEAD + ["decompose_sdpa", "decompose_layer_norm", "rotate_half"] + _COMMON_TAIL,
+    "xnnpack": _COMMON_HEAD
+    + ["decompose_sdpa", "decompose_layer_norm", "rotate_half", "signed_expm1"]
+    + _COMMON_TAIL,
     # QNN HTP has a LayerNorm op, wants single-head attention and rank <= 4.
     "qnn": _COMMON_HEAD + ["split_head_sdpa", "rotate_half"] + _COMMON_TAIL,
     # Portable kernels: only what makes the graph smaller.

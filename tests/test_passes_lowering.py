@@ -16,9 +16,9 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
-@pytest.mark.parametrize("use_einops,depth", [(True, 2), (False, 1)])
-def test_xnnpack_list_gives_one_delegate_with_everything_inside(use_einops, depth):
-    model = toy_vit(head=True, depth=depth, use_einops=use_einops)
+def test_xnnpack_list_gives_one_delegate_with_everything_inside():
+    depth = 2
+    model = toy_vit(head=True, depth=depth, use_einops="mixed")
     args = image_input()
     ep = export_toy(model, args)
     report = P.audit_program(ep, "xnnpack", progress=False)
@@ -60,7 +60,7 @@ def test_without_the_passes_xnnpack_splits():
 
 @pytest.mark.parametrize("backend", ["xnnpack", "qnn", "portable", "tflite"])
 def test_pass_lists_keep_outputs_and_are_idempotent(backend):
-    model = toy_vit(head=True, depth=2, use_einops=backend != "qnn")
+    model = toy_vit(head=True, depth=2, use_einops="mixed")
     args = image_input()
     ep = export_toy(model, args)
     out, reports = P.apply_with_report(ep, backend)

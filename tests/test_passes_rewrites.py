@@ -156,7 +156,7 @@ def test_simplify_layout_turns_4d_matmul_into_bmm():
     ep = export_toy(Mm(), (a, b))
     out, _ = run(P.simplify_layout, ep)
     assert aten.matmul.default not in targets(out) and aten.bmm.default in targets(out)
-    assert P.max_compute_rank(out.graph) == 4
+    assert P.max_compute_rank(out.graph) == 3  # only reshapes touch the 4-D tensors
     assert rel_err(out.module()(a, b), a @ b) <= 1e-5
 
 
@@ -216,3 +216,58 @@ def test_rotate_half_without_constant_tables(vit_case):
     out, n = run(P.rewrite_rotate_half, ep)
     assert n == 4 and aten.neg.default not in targets(out)
     assert rel_err(out.module()(*args), ref) <= 1e-5
+
+
+class Normalise5d(nn.Module):
+    """Image normalisation on [B, S, 3, H, W] before the frames are folded into the batch (as VGGT does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 1, 3, 1, 1))
+        self.conv = nn.Conv2d(3, 4, 2, 2)
+
+    def forward(self, images):
+        b, s, c, h, w = images.shape
+        x = ((images - self.mean) / self.std).exp()
+        y = self.conv(x.reshape(b * s, c, h, w))
+        return 1 + y.exp()
+
+
+def test_sink_reshapes_and_float_scalars():
+    torch.manual_seed(0)
+    model, x = Normalise5d().eval(), torch.rand(1, 2, 3, 6, 6)
+    ep = export_toy(model, (x,))
+    assert P.max_compute_rank(ep.graph) == 5
+    out, n = run(P.sink_reshapes, ep)
+    assert n == 3  # exp, div, sub: the reshape moved to the input
+    assert P.max_compute_rank(out.graph) == 4
+    assert rel_err(out.module()(x), model(x)) <= 1e-5
+    # The reshaped per-channel constants stay small ([1, 3, 1, 1]), not image-sized.
+    assert all(t.numel() == 3 for t in out.constants.values())
+
+    adds = [nd for nd in ep.graph.nodes if nd.op == "call_function" and nd.target == aten.add.Tensor]
+    assert any(isinstance(a, int) for nd in adds for a in nd.args)
+    fixed, n = run(P.float_scalars, ep)
+    assert n == 1
+    scalars = [a for nd in fixed.graph.nodes if nd.op == "call_function" and nd.target == aten.add.Tensor
+               for a in nd.args if not isinstance(a, torch.fx.Node)]
+    assert scalars and all(isinstance(a, float) for a in scalars)
+    assert rel_err(fixed.module()(x), model(x)) <= 1e-5
+
+
+def test_signed_expm1_and_detach_removed():
+    class Head(nn.Module):
+        def forward(self, y):
+            z = torch.sign(y) * torch.expm1(torch.abs(y))  # inverse-log activation
+            return z + (z * 2).detach()
+
+    y = torch.randn(4, 8) * 3
+    y[0, 0] = 0.0
+    ep = export_toy(Head(), (y,))
+    out, n = run(P.signed_expm1, ep)
+    assert n == 1 and not targets(out) & {aten.sign.default, aten.expm1.default}
+    assert rel_err(out.module()(y), Head()(y)) <= 1e-5
+    cleaned, n = run(P.simplify_layout, out)
+    assert n == 1 and aten.detach.default not in targets(cleaned)
+    assert rel_err(cleaned.module()(y), Head()(y)) <= 1e-5

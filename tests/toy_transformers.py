@@ -126,7 +126,7 @@ class ToyViT(nn.Module):
         pos_grid: int = 3,
         qk_norm: bool = True,
         rope: bool = True,
-        use_einops: bool = True,
+        use_einops: bool | str = True,
         head: bool = False,
     ) -> None:
         super().__init__()
@@ -135,7 +135,11 @@ class ToyViT(nn.Module):
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.pos_embed = nn.Parameter(torch.randn(1, 1 + pos_grid * pos_grid, dim) * 0.02)
         self.pos_grid = pos_grid
-        self.blocks = nn.ModuleList(Block(dim, heads, qk_norm, rope, use_einops) for _ in range(depth))
+        # use_einops="mixed": even blocks split qkv with einops.rearrange, odd ones with reshape + qkv[i].
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, qk_norm, rope, use_einops if use_einops != "mixed" else i % 2 == 0)
+            for i in range(depth)
+        )
         self.norm = nn.LayerNorm(dim)
         self.head = head
 
