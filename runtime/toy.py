@@ -45,7 +45,9 @@ def toy_inputs(seed: int = 0, size: int = 32, channels: int = 32) -> tuple[torch
     return image, shift
 
 
-def _quantize_int8(model: torch.nn.Module, example: tuple[torch.Tensor, ...], channels: int) -> torch.nn.Module:
+def _quantize_int8(
+    model: torch.nn.Module, example: tuple[torch.Tensor, ...], channels: int
+) -> torch.nn.Module:
     """PT2E static int8 with XNNPACK's symmetric config, calibrated on a few deterministic batches."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -93,10 +95,18 @@ def build_toy_pte(path: str | os.PathLike, quant: str = "fp32", seed: int = 0, c
     return target
 
 
-def cached_toy_pte(cache_dir: str | os.PathLike, quant: str = "fp32") -> Path:
-    """`build_toy_pte` into `cache_dir`, keyed by this file's contents: repeated test runs skip the export."""
-    import hashlib
+def default_cache_dir() -> Path:
+    """Where built toy programs (and ci_build.sh's aarch64 wheel) are kept: $VGGT_ET_CACHE or ~/.cache/vggt-et."""
+    return Path(os.environ.get("VGGT_ET_CACHE") or Path.home() / ".cache" / "vggt-et")
 
-    digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
-    target = Path(cache_dir) / f"toy-{quant}-{digest}.pte"
+
+def cached_toy_pte(quant: str = "fp32", cache_dir: str | os.PathLike | None = None) -> Path:
+    """`build_toy_pte` into the cache, keyed by this file's contents and the torch/executorch versions, so
+    repeated test runs skip the export (about 10 s per program)."""
+    import hashlib
+    from importlib.metadata import version
+
+    key = Path(__file__).read_bytes() + f"{torch.__version__}/{version('executorch')}".encode()
+    digest = hashlib.sha256(key).hexdigest()[:12]
+    target = Path(cache_dir or default_cache_dir() / "toy") / f"toy-{quant}-{digest}.pte"
     return target if target.is_file() else build_toy_pte(target, quant)

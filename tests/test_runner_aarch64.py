@@ -37,9 +37,9 @@ def read_elf_machine(path: Path) -> int:
 
 
 @pytest.mark.parametrize("quant", ["fp32", "int8"])
-def test_qemu_outputs_match_python_runtime(aarch64_runner: Path, quant: str, tmp_path: Path, request) -> None:
+def test_qemu_outputs_match_python_runtime(aarch64_runner: Path, quant: str, tmp_path: Path) -> None:
     assert read_elf_machine(aarch64_runner) == 183  # EM_AARCH64: really a cross build
-    toy = cached_toy_pte(request.config.cache.mkdir("vggt-et-toy"), quant)
+    toy = cached_toy_pte(quant)
     program = PteProgram(toy)
     arrays = example_inputs(program.inputs, seed=11)
     args = ["--model", str(toy), "--output-dir", str(tmp_path), "--iters", "2", "--threads", "1"]
@@ -59,8 +59,8 @@ def test_qemu_outputs_match_python_runtime(aarch64_runner: Path, quant: str, tmp
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_qemu_runner_rejects_a_truncated_program(aarch64_runner: Path, tmp_path: Path, request) -> None:
-    toy = cached_toy_pte(request.config.cache.mkdir("vggt-et-toy"), "fp32")
+def test_qemu_runner_rejects_a_truncated_program(aarch64_runner: Path, tmp_path: Path) -> None:
+    toy = cached_toy_pte("fp32")
     truncated = tmp_path / "cut.pte"
     truncated.write_bytes(toy.read_bytes()[:5000])
     completed = subprocess.run(

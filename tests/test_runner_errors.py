@@ -18,8 +18,8 @@ def runner() -> Path:
 
 
 @pytest.fixture(scope="module")
-def toy(request) -> Path:
-    return cached_toy_pte(request.config.cache.mkdir("vggt-et-toy"), "fp32")
+def toy() -> Path:
+    return cached_toy_pte("fp32")
 
 
 @pytest.fixture()

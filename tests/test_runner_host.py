@@ -20,7 +20,7 @@ def runner() -> Path:
 
 @pytest.fixture(scope="module", params=["fp32", "int8"])
 def toy(request) -> Path:
-    return cached_toy_pte(request.config.cache.mkdir("vggt-et-toy"), request.param)
+    return cached_toy_pte(request.param)
 
 
 def run_runner(runner: Path, *args: str) -> subprocess.CompletedProcess:

@@ -19,8 +19,8 @@ from vggt_et.runtime.toy import ToyPatchAttention, cached_toy_pte, toy_inputs
 
 
 @pytest.fixture(scope="module")
-def toy(request) -> Path:
-    return cached_toy_pte(request.config.cache.mkdir("vggt-et-toy"), "fp32")
+def toy() -> Path:
+    return cached_toy_pte("fp32")
 
 
 def test_specs_come_from_method_meta(toy: Path) -> None:
