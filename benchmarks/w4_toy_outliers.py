@@ -1,6 +1,7 @@
 """W4 on a toy transformer with outlier channels: plain RTN vs Fisher clipping vs Hadamard rotation vs both.
 
-Run: OMP_NUM_THREADS=1 python benchmarks/w4_toy_outliers.py [--group-size 32] [--act-bits 8] [--seeds 0 1 2]
+Run: OMP_NUM_THREADS=1 python benchmarks/w4_toy_outliers.py [--group-size 32] [--act-bits 8] [--torchao]
+     [--seeds 0 1 2]
 
 Every variant quantizes the same block linears (qkv, proj, fc1, fc2; embed and heads stay float) with the
 same bits and group size, so sizes match except the mixed-precision row. Task error is the relative squared
@@ -71,6 +72,7 @@ def quantize_variant(
     group_size: int | None,
     act_bits: int | None = None,
     w4_budget: float = 0.9,
+    torchao: bool = False,
 ) -> tuple[ToyTransformer, dict[str, int]]:
     """A fake-quantized copy of ``base`` for one variant, and its bit plan {linear: bits}."""
     if name not in VARIANTS:
@@ -104,10 +106,27 @@ def quantize_variant(
             for i, b in enumerate(blocks)
         }
         apply_fisher_clipping(model, blocks, calls, weights, linears=int4_layers, group_size=group_size)
+    if torchao:
+        torchao_8da4w(model, plan, group_size)
+        return model, plan
     fake_quantize_linears(model, plan, group_size)
     if act_bits is not None:
         wrap_activation_fake_quant(model, names, act_bits)
     return model, plan
+
+
+def torchao_8da4w(model: torch.nn.Module, plan: dict[str, int], group_size: int | None) -> None:
+    """The real export-path numerics in eager: torchao Intx weights with dynamic int8 per-token activations."""
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
+    from torchao.quantization.granularity import PerAxis, PerGroup
+
+    for bits in (4, 8):
+        chosen = {name for name, b in plan.items() if b == bits}
+        granularity = PerGroup(group_size) if group_size and bits == 4 else PerAxis(0)
+        config = Int8DynamicActivationIntxWeightConfig(
+            weight_dtype=getattr(torch, f"int{bits}"), weight_granularity=granularity
+        )
+        quantize_(model, config, filter_fn=lambda _module, fqn, chosen=chosen: fqn in chosen)
 
 
 def run(
@@ -118,6 +137,7 @@ def run(
     calib: int = 4,
     evaluate: int = 4,
     variants: tuple[str, ...] = VARIANTS,
+    torchao: bool = False,
 ) -> list[VariantResult]:
     """One seed: build the outlier model, quantize each variant, measure task error on held-out samples."""
     base = make_outlier_transformer(seed=seed)
@@ -127,7 +147,9 @@ def run(
         reference = [base(x) for x in held_out]
     results = []
     for name in variants:
-        model, plan = quantize_variant(base, name, calibration, group_size=group_size, act_bits=act_bits)
+        model, plan = quantize_variant(
+            base, name, calibration, group_size=group_size, act_bits=act_bits, torchao=torchao
+        )
         size = plan_bytes(base, plan, group_size)
         eights = sum(bits == 8 for bits in plan.values())
         results.append(VariantResult(name, task_error(model, reference, held_out), size, eights))
@@ -141,12 +163,21 @@ def main() -> None:
         "--act-bits", type=int, default=None, help="also fake-quantize linear inputs per token"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--torchao",
+        action="store_true",
+        help="quantize with torchao 8da4w/8da8w (eager) instead of fake-quant",
+    )
     args = parser.parse_args()
     group_size = args.group_size or None
-    per_seed = [run(seed=s, group_size=group_size, act_bits=args.act_bits) for s in args.seeds]
-    mode = f"W4 g{group_size or 'channel'}" + (
+    per_seed = [
+        run(seed=s, group_size=group_size, act_bits=args.act_bits, torchao=args.torchao) for s in args.seeds
+    ]
+    mode = f"fake-quant W4 g{group_size or 'channel'}" + (
         f" A{args.act_bits} per token" if args.act_bits else " weight-only"
     )
+    if args.torchao:
+        mode = f"torchao 8da4w g{group_size or 'channel'} (dynamic int8 per-token activations), eager"
     print(f"toy transformer, 4 outlier channels x50, Student-t(3) weights; {mode}; seeds {args.seeds}")
     print(
         f"{'variant':20s} {'task error (mean)':>18s} {'vs plain':>9s} {'size (B)':>10s} {'int8 layers':>12s}"

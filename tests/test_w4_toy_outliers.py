@@ -41,3 +41,12 @@ def test_rotation_plus_fisher_beats_plain_rtn_at_equal_size() -> None:
         # the all-int4 plain baseline.
         assert plain.size_bytes < mixed.size_bytes < 1.2 * plain.size_bytes
         assert mixed.task_error <= 0.6 * plain.task_error
+
+
+def test_gain_survives_torchao_8da4w_numerics() -> None:
+    """Same comparison with the export path's own quantizer (torchao Intx weights, int8 dynamic activations)."""
+    bench = _benchmark()
+    plain, both = bench.run(
+        seed=1, group_size=32, calib=2, evaluate=2, variants=("plain RTN", "+both"), torchao=True
+    )
+    assert both.task_error <= 0.6 * plain.task_error, (both.task_error, plain.task_error)
