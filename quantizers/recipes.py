@@ -226,6 +226,7 @@ def quantize_program(
         )
     spec = get_recipe(recipe)
     resolved = _resolve_options(spec, options)
+    keep_float = [keep_float] if isinstance(keep_float, str) else list(keep_float)
     matches = compile_patterns(keep_float) if keep_float else None
     keep = (lambda node: node_is_kept_float(node, matches)) if matches else None
     start = time.perf_counter()

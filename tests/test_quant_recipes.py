@@ -223,13 +223,19 @@ def test_qnn_annotates_and_converts_without_sdk(toy, recipe, act_dtype, act_rang
     assert any("SDK" in note for note in result.notes)
 
 
-def test_qnn_16a4w_block_uses_per_block_weights(toy):
+def test_qnn_16a4w_block_uses_per_block_weights(toy, monkeypatch):
+    from executorch.backends.qualcomm.utils import qnn_sdk_setup
+
+    downloads = []
+    monkeypatch.delenv("QNN_SDK_ROOT", raising=False)
+    monkeypatch.setattr(qnn_sdk_setup, "_install_qnn_sdk", lambda: downloads.append(1) or False)
     result = quantize_program(toy["program"], "qnn-16a4w_block", toy["calibration"][:2], progress=False, block_size=32)
     for path in LINEARS:
         weight = _linear_or_conv(result.program, path).args[1]
         assert "dequantize_affine" in str(weight.target), path
         assert tuple(weight.args[1]) == (1, 32), path  # block size over the input dimension
     assert "per-block weights on 9 of 10" in " ".join(result.notes)
+    assert downloads == []  # building the QnnQuantizer never tried to fetch the SDK
 
 
 # --- calibration ----------------------------------------------------------------------------------------
@@ -255,7 +261,7 @@ def test_observer_checks_catch_an_uncalibrated_module(toy):
     assert len(observers_without_data(prepared)) == count_observers(prepared)
     with pytest.raises(CalibrationError, match="saw no data"):
         check_observers_saw_data(prepared)
-    stats = calibrate(prepared, toy["calibration"][:2], progress=False)
+    stats = calibrate(prepared, (sample for sample in toy["calibration"][:2]), progress=False)  # no len()
     assert stats.samples == 2 and stats.observers == count_observers(prepared)
     # Every observer ran once per sample (an observer shared by several edges runs once per edge).
     assert all(calls >= 2 and calls % 2 == 0 for calls in stats.observer_calls.values())
