@@ -8,6 +8,7 @@ ARCHITECTURE.md (`where, iters, threads, load_ms, latency_ms{min,median,p90,max}
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -164,6 +165,23 @@ def _run_on_host(
     return results[-1], results[0] if settings.weight_cache else None, work / "out"
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _push_unless_present(device: AdbDevice, local: Path, remote: str, echo: Callable[[str], None]) -> None:
+    """Skips the push when the device already holds the same bytes (programs run to gigabytes)."""
+    _, output = device.shell(f"sha256sum {shlex.quote(remote)} 2>/dev/null")
+    if output.split()[:1] == [_sha256(local)]:
+        echo(f"{remote} is already on the device (same sha256); not pushing it again")
+        return
+    device.push(local, remote)
+
+
 def _run_over_adb(
     device: AdbDevice,
     runner: Path,
@@ -195,7 +213,7 @@ def _run_over_adb(
     for path in [runner, *libraries]:
         device.push(path, f"{REMOTE_ROOT}/{path.name}")
     remote_model = f"{REMOTE_ROOT}/model.pte"
-    device.push(model, remote_model)
+    _push_unless_present(device, model, remote_model, echo)
     remote_inputs = []
     for path in inputs:
         remote_inputs.append(f"{run_dir}/{path.name}")

@@ -128,6 +128,17 @@ def test_adb_bench_end_to_end(runner: Path, toy: Path, device_root: Path, tmp_pa
     assert "outputs match" in lines[-1] and "adb:FAKE0001" in lines[-1]
 
 
+def test_unchanged_program_is_not_pushed_again(runner: Path, toy: Path, device_root: Path) -> None:
+    lines: list[str] = []
+    run_bench(toy, adb_serial=SERIAL, runner=runner, iters=1, weight_cache=False, echo=lines.append)
+    pushes = [line for line in adb_log(device_root) if " push " in f" {line} " and line.endswith("model.pte")]
+    assert len(pushes) == 1
+    report = run_bench(toy, adb_serial=SERIAL, runner=runner, iters=1, weight_cache=False, echo=lines.append)
+    pushes = [line for line in adb_log(device_root) if " push " in f" {line} " and line.endswith("model.pte")]
+    assert len(pushes) == 1 and any("not pushing it again" in line for line in lines)
+    assert report["check"]["ok"] and report["first_load_ms"] is None
+
+
 @pytest.mark.parametrize("weight_cache", [True, False])
 def test_host_bench(runner: Path, toy: Path, weight_cache: bool) -> None:
     report = run_bench(toy, runner=runner, iters=3, threads=1, weight_cache=weight_cache, echo=lambda _: None)
