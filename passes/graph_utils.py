@@ -167,9 +167,9 @@ def add_constant(ep: ExportedProgram, tensor: torch.Tensor, base_name: str = "_f
     every block) are stored once.
     """
     graph = ep.graph
-    # Folded values can be views with zero strides (an expand of a parameter): ExecuTorch serialises
-    # only dense tensors, so store a compact copy.
-    tensor = tensor.detach().contiguous().clone()
+    # Folded values can be views with zero strides (an expand, or size-1 dims of a reshape): ExecuTorch
+    # serialises only dense row-major tensors, so store a fresh compact copy.
+    tensor = tensor.detach().clone(memory_format=torch.contiguous_format)
     for spec in ep.graph_signature.input_specs:
         if spec.kind != InputKind.CONSTANT_TENSOR:
             continue

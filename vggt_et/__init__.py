@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
@@ -17,6 +18,7 @@ def load_model(
     random_weights: bool = False,
     seed: int = 0,
     track_head: bool = False,
+    heads: Sequence[str] | None = None,
 ) -> torch.nn.Module:
     """Build the eager VGGT model of `preset`, with weights from `checkpoint` or from `seed`.
 
@@ -24,4 +26,6 @@ def load_model(
     """
     from vggt_et.model.loading import load_model as _load
 
-    return _load(preset, checkpoint, random_weights=random_weights, seed=seed, track_head=track_head)
+    return _load(
+        preset, checkpoint, random_weights=random_weights, seed=seed, track_head=track_head, heads=heads
+    )

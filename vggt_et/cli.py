@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -51,3 +52,179 @@ def info(preset: str | None, as_json: bool) -> None:
         size = report["fp32_bytes"] / 1e9
         click.echo(f"preset {report['preset']}: {report['tensors']} tensors, {size:.2f} GB in fp32")
         click.echo(format_table(["part", "params", "share"], rows) + "\n")
+
+
+def _model_options(f):
+    """--preset/--checkpoint/--random-weights/--seed, shared by every command that builds the model."""
+    f = click.option("--seed", default=0, show_default=True, help="Seed for --random-weights.")(f)
+    f = click.option("--random-weights", is_flag=True, help="Seeded random weights (no checkpoint needed).")(
+        f
+    )
+    f = click.option("--checkpoint", type=str, default=None, help="model.safetensors or official model.pt.")(
+        f
+    )
+    f = click.option(
+        "--preset", default="vggt-1b", show_default=True, help="Model preset (see `vggt-et info`)."
+    )(f)
+    return f
+
+
+def _shape_options(f):
+    f = click.option("--width", default=518, show_default=True, help="Image width (multiple of 14).")(f)
+    f = click.option("--height", default=518, show_default=True, help="Image height (multiple of 14).")(f)
+    f = click.option("--frames", default=2, show_default=True, help="Frames per scene.")(f)
+    return f
+
+
+@main.command()
+@_model_options
+@click.option(
+    "--backend",
+    type=click.Choice(["xnnpack", "qnn", "portable", "tflite"]),
+    default="xnnpack",
+    show_default=True,
+)
+@click.option(
+    "--quant",
+    type=click.Choice(["fp32", "fp16", "int8", "w4", "w4-fisher"]),
+    default="fp32",
+    show_default=True,
+)
+@_shape_options
+@click.option("--outputs", default="depth", show_default=True, help="Comma list of depth, points, camera.")
+@click.option(
+    "--calib-data", default=None, help="BlendedMVS-layout folder for calibration (default: synthetic scenes)."
+)
+@click.option("--calib-samples", default=8, show_default=True, help="Calibration view groups.")
+@click.option(
+    "--fisher", default=None, help="Fisher statistics from `vggt-et fisher` (for --quant w4-fisher)."
+)
+@click.option("--soc", default="SM8650", show_default=True, help="Qualcomm SoC for --backend qnn.")
+@click.option("-o", "--output", required=True, help="Where to write the .pte.")
+@click.option("--report", default=None, help="Compile report JSON (default: OUTPUT with .json).")
+@click.option("--etrecord", default=None, help="Also write an ETRecord for ExecuTorch's Inspector.")
+@click.option(
+    "--stop-before-lowering", is_flag=True, help="Run every stage before lowering; write the program (.pt2)."
+)
+def compile(**kw) -> None:  # noqa: A001 - the command's name
+    """Compile VGGT into a .pte program (plus a JSON report)."""
+    from vggt_et.compile import CompileOptions, compile_model
+    from vggt_et.io_utils import format_table
+
+    report_path = kw.pop("report") or str(Path(kw["output"]).with_suffix(".json"))
+    fisher = kw.pop("fisher")
+    options = CompileOptions(**kw, report=report_path, extra={"fisher": fisher} if fisher else {})
+    report = compile_model(options)
+    rows = [(stage, seconds) for stage, seconds in report["stage_seconds"].items()]
+    rows.append(("total", report["total_seconds"]))
+    click.echo(format_table(["stage", "seconds"], rows))
+    fraction = report["delegated_fraction"]
+    click.echo(
+        f"wrote {report['pte_path']} ({report['pte_bytes'] / 2**20:.1f} MiB), report {report_path}\n"
+        f"delegated {'-' if fraction is None else f'{100 * fraction:.1f}%'} of compute ops in "
+        f"{report['delegate_segments']} segment(s); peak RSS {report['peak_rss_bytes'] / 2**30:.2f} GiB "
+        f"({report['peak_rss_over_weights']:.2f}x the weights)"
+    )
+
+
+@main.command()
+@_model_options
+@click.option(
+    "--backend", type=click.Choice(["xnnpack", "qnn", "tflite"]), default="xnnpack", show_default=True
+)
+@_shape_options
+@click.option("--outputs", default="depth", show_default=True, help="Comma list of depth, points, camera.")
+@click.option("--json", "json_path", default=None, help="Also write the audit as JSON.")
+def audit(
+    preset, checkpoint, random_weights, seed, backend, frames, height, width, outputs, json_path
+) -> None:
+    """Per-op coverage of the backend before and after our passes, and delegate segments."""
+    from vggt_et.audit import audit_model
+
+    report, text = audit_model(
+        preset, checkpoint, random_weights, seed, backend, frames, height, width, outputs
+    )
+    click.echo(text)
+    if json_path:
+        from vggt_et.io_utils import write_json
+
+        write_json(json_path, report)
+
+
+@main.command()
+@click.argument("model", type=str)
+@click.option("--images", multiple=True, help="One image per frame (default: a synthetic scene).")
+@click.option(
+    "--intrinsics", default=None, help="fx,fy,cx,cy at the compiled resolution (for depth-only programs)."
+)
+@click.option("-o", "--out-dir", default="vggt_out", show_default=True)
+@click.option("--threads", default=None, type=int)
+def run(model, images, intrinsics, out_dir, threads) -> None:
+    """Run a .pte on images: depth .npy + colour PNG per frame, points.ply."""
+    from vggt_et import inference
+
+    info = inference.program_info(model)
+    if images:
+        arrays = inference.load_images(list(images), info)
+    else:
+        click.echo("no --images given: using a synthetic scene", err=True)
+        arrays, _ = inference.synthetic_images(info)
+    K = inference.parse_intrinsics(intrinsics, info.frames) if intrinsics else None
+    outputs = inference.run_program(model, arrays, threads=threads)
+    written = inference.write_outputs(outputs, arrays, info, Path(out_dir), K)
+    click.echo(f"wrote {len(written)} files to {out_dir}: " + ", ".join(p.name for p in written[:8]))
+
+
+@main.command()
+@click.argument("model", type=str)
+@_model_options
+@click.option("--against", default="eager", show_default=True, help="eager, or a .tflite file.")
+@click.option("--calib-data", default=None, help="BlendedMVS-layout folder (default: a synthetic scene).")
+@click.option("--json", "json_path", default=None)
+def compare(model, preset, checkpoint, random_weights, seed, against, calib_data, json_path) -> None:
+    """Run the .pte and a reference on the same scene; print relative L2, max error, AbsRel, δ<1.25."""
+    from vggt_et import evaluate
+    from vggt_et.inference import program_info
+    from vggt_et.io_utils import format_table, write_json
+    from vggt_et.model.loading import load_model
+
+    info = program_info(model)
+    evaluate.check_shape_matches(info, preset)
+    eager = (
+        load_model(preset, checkpoint, random_weights=random_weights, seed=seed)
+        if against == "eager"
+        else None
+    )
+    report = evaluate.compare(model, eager, against=against, calib_data=calib_data, seed=seed)
+    rows = [
+        (name, m["rel_l2"], m["max_abs"], m.get("abs_rel", ""), m.get("delta1", ""))
+        for name, m in report["outputs"].items()
+    ]
+    click.echo(f"{model} vs {against} on {report['inputs']}")
+    click.echo(format_table(["output", "rel_l2", "max_abs", "abs_rel", "delta1"], rows))
+    if "ground_truth" in report:
+        gt = [(who, m.get("abs_rel", ""), m.get("delta1", "")) for who, m in report["ground_truth"].items()]
+        click.echo("\nagainst ground-truth depth (median-scaled per frame)")
+        click.echo(format_table(["model", "abs_rel", "delta1"], gt))
+    if json_path:
+        write_json(json_path, report)
+
+
+@main.command()
+@click.argument("model", type=str)
+@click.option("--host", is_flag=True, help="Run the C++ runner on this machine.")
+@click.option("--adb-serial", default=None, help="Run on the Android device with this serial.")
+@click.option("--runner", default=None, help="Runner binary (default: the one built in android_runner/).")
+@click.option("--iters", default=10, show_default=True)
+@click.option("--threads", default=None, type=int)
+@click.option("--json", "json_path", default=None)
+def bench(model, host, adb_serial, runner, iters, threads, json_path) -> None:
+    """Benchmark a .pte with the C++ runner, locally or over adb; outputs checked against Python."""
+    from vggt_et.runtime import bench as bench_module
+
+    try:
+        bench_module.bench_command(
+            model, host, adb_serial, runner, iters, threads, json_path, echo=click.echo
+        )
+    except bench_module.USER_ERRORS as exc:
+        raise UserError(str(exc)) from None

@@ -65,9 +65,13 @@ def output_names(outputs: Sequence[str]) -> list[str]:
 class VGGTProgram(nn.Module):
     """images [1, S, 3, H, W] in [0, 1] → the chosen output tensors, running only the heads they need."""
 
-    def __init__(self, model: nn.Module, outputs: Sequence[str] = DEFAULT_OUTPUTS) -> None:
+    def __init__(
+        self, model: nn.Module, outputs: Sequence[str] = DEFAULT_OUTPUTS, dtype: torch.dtype | None = None
+    ) -> None:
+        """`dtype`: the model's compute dtype (e.g. float16); inputs and outputs stay float32."""
         super().__init__()
         self.model = model
+        self.dtype = dtype
         self.outputs = parse_outputs(outputs)
         heads = {"depth": model.depth_head, "points": model.point_head, "camera": model.camera_head}
         missing = [name for name in self.outputs if heads[name] is None]
@@ -76,6 +80,8 @@ class VGGTProgram(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         model = self.model
+        if self.dtype is not None:
+            images = images.to(self.dtype)
         tokens, patch_start_idx = model.aggregator(images)
         results: list[torch.Tensor] = []
         for name in self.outputs:
@@ -85,7 +91,7 @@ class VGGTProgram(nn.Module):
                 results.extend(model.point_head(tokens, images, patch_start_idx))
             else:
                 results.append(model.camera_head(tokens)[-1])
-        return tuple(results)
+        return tuple(r.float() for r in results) if self.dtype is not None else tuple(results)
 
 
 def example_images(shape: ProgramShape, seed: int = 0) -> torch.Tensor:
@@ -94,9 +100,12 @@ def example_images(shape: ProgramShape, seed: int = 0) -> torch.Tensor:
 
 
 def export_program(
-    model: nn.Module, shape: ProgramShape, outputs: Sequence[str] = DEFAULT_OUTPUTS
+    model: nn.Module,
+    shape: ProgramShape,
+    outputs: Sequence[str] = DEFAULT_OUTPUTS,
+    dtype: torch.dtype | None = None,
 ) -> torch.export.ExportedProgram:
     """torch.export of the fixed-shape wrapper (non-strict; every shape is static)."""
-    program = VGGTProgram(model, outputs).eval()
+    program = VGGTProgram(model, outputs, dtype).eval()
     with torch.no_grad():
         return torch.export.export(program, (example_images(shape),), strict=False)

@@ -3,32 +3,37 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
 from vggt_et.errors import UserError
-from vggt_et.model.presets import PRESETS, get_preset
+from vggt_et.model.presets import HEADS, PRESETS, get_preset
 from vggt_et.model.vggt import VGGT
 
-TRACK_PREFIX = "track_head."
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-def build_model(preset: str, *, track_head: bool | None = None, device: str | torch.device = "cpu") -> VGGT:
+def build_model(
+    preset: str,
+    *,
+    track_head: bool | None = None,
+    heads: Sequence[str] | None = None,
+    device: str | torch.device = "cpu",
+) -> VGGT:
     """An un-loaded model of `preset` (default init). On `meta`, no memory is allocated."""
-    config = get_preset(preset).with_heads(track=track_head)
+    config = get_preset(preset).with_heads(track=track_head, heads=heads)
     with torch.device(device):
         return VGGT(config)
 
 
-def expected_shapes(preset: str, *, track_head: bool | None = None) -> dict[str, tuple[int, ...]]:
+def expected_shapes(
+    preset: str, *, track_head: bool | None = None, heads: Sequence[str] | None = None
+) -> dict[str, tuple[int, ...]]:
     """Every state-dict tensor name of `preset` with its shape, computed on the meta device."""
-    return {
-        k: tuple(v.shape)
-        for k, v in build_model(preset, track_head=track_head, device="meta").state_dict().items()
-    }
+    model = build_model(preset, track_head=track_head, heads=heads, device="meta")
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -68,28 +73,29 @@ def _mismatches(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[
     return problems
 
 
-def fitting_preset(state: Mapping[str, torch.Tensor]) -> str | None:
-    """The built-in preset whose tensors match `state` (track head optional), if any."""
+def fitting_preset(state: Mapping[str, torch.Tensor], heads: Sequence[str] | None = None) -> str | None:
+    """The built-in preset whose tensors match `state` (with `heads`, or with or without track head)."""
+    choices = [{"heads": heads}] if heads is not None else [{"track_head": True}, {"track_head": False}]
     for name in PRESETS:
-        for track in (True, False):
-            if not _mismatches(state, expected_shapes(name, track_head=track)):
-                return name
+        if any(not _mismatches(state, expected_shapes(name, **choice)) for choice in choices):
+            return name
     return None
 
 
 def check_state_dict(
-    state: Mapping[str, torch.Tensor], preset: str, *, track_head: bool
+    state: Mapping[str, torch.Tensor], preset: str, *, heads: Sequence[str]
 ) -> dict[str, torch.Tensor]:
-    """Drop track-head tensors when that head is off; fail with the first offenders when the rest differs."""
+    """Drop tensors of heads that are off (with a notice); fail naming the first offenders otherwise."""
     state = dict(state)
-    if not track_head:
-        dropped = [k for k in state if k.startswith(TRACK_PREFIX)]
+    for head in sorted(set(HEADS) - set(heads)):
+        prefix = f"{head}_head."
+        dropped = [k for k in state if k.startswith(prefix)]
         if dropped:
-            print(f"note: ignoring {len(dropped)} track-head tensors (track head is off)", file=sys.stderr)
-            state = {k: v for k, v in state.items() if not k.startswith(TRACK_PREFIX)}
-    problems = _mismatches(state, expected_shapes(preset, track_head=track_head))
+            print(f"note: ignoring {len(dropped)} {head}-head tensors ({head} head is off)", file=sys.stderr)
+            state = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    problems = _mismatches(state, expected_shapes(preset, heads=heads))
     if problems:
-        fits = fitting_preset(state)
+        fits = fitting_preset(state, heads)
         hint = f"it fits preset {fits!r}" if fits else "no built-in preset fits it"
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
         raise UserError(f"checkpoint does not fit preset {preset!r}: {'; '.join(problems[:3])}{more}; {hint}")
@@ -108,24 +114,28 @@ def load_model(
     random_weights: bool = False,
     seed: int = 0,
     track_head: bool = False,
+    heads: Sequence[str] | None = None,
 ) -> VGGT:
     """Eager model in eval mode, float32, with the checkpoint's weights or a seeded random init.
 
     The track head is off by default: no compiled program uses it, and it costs 66 M parameters.
+    `heads` (subset of camera, depth, point, track) overrides that and builds only those heads, so a
+    depth-only compile never holds the other heads' weights.
 
     With a checkpoint the model is built on `meta` and the loaded tensors are assigned, so loading
     VGGT-1B needs the weights' memory once, not twice.
     """
     if (checkpoint is None) == (not random_weights):
         raise UserError("give either a checkpoint or random_weights=True (--checkpoint F | --random-weights)")
-    track = track_head
+    if heads is None:
+        heads = [h for h in HEADS if h != "track" or track_head]
     if checkpoint is None:
-        torch.manual_seed(seed)
-        model = build_model(preset, track_head=track)
+        config = get_preset(preset).with_heads(heads=heads)
+        model = VGGT(config, seed=seed)
     else:
-        state = check_state_dict(read_state_dict(checkpoint), preset, track_head=track)
+        state = check_state_dict(read_state_dict(checkpoint), preset, heads=heads)
         state = {k: v.to(torch.float32) for k, v in state.items()}
-        model = build_model(preset, track_head=track, device="meta")
+        model = build_model(preset, heads=heads, device="meta")
         model.load_state_dict(state, strict=True, assign=True)
         model.aggregator.reset_normalization()
     return model.eval()

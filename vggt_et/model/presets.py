@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from vggt_et.errors import UserError
+
+HEADS = ("camera", "depth", "point", "track")
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,15 @@ class VGGTConfig:
         if max(self.dpt_layers) >= self.depth:
             raise ValueError(f"dpt_layers {self.dpt_layers} reach beyond depth {self.depth}")
 
-    def with_heads(self, *, track: bool | None = None) -> VGGTConfig:
-        return self if track is None else replace(self, enable_track=track)
+    def with_heads(self, *, track: bool | None = None, heads: Sequence[str] | None = None) -> VGGTConfig:
+        """This config with the track head switched, or with exactly `heads` (names in HEADS) enabled."""
+        config = self if track is None else replace(self, enable_track=track)
+        if heads is None:
+            return config
+        unknown = sorted(set(heads) - set(HEADS))
+        if unknown:
+            raise ValueError(f"unknown head(s) {unknown}; heads are {', '.join(HEADS)}")
+        return replace(config, **{f"enable_{name}": name in heads for name in HEADS})
 
     def to_dict(self) -> dict:
         return asdict(self)

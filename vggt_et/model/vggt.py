@@ -15,9 +15,16 @@ class VGGT(nn.Module):
     """Submodules are registered in the official order (point_head before depth_head), so
     `state_dict()` lists tensors exactly as the released checkpoint does."""
 
-    def __init__(self, config: VGGTConfig | None = None) -> None:
+    def __init__(self, config: VGGTConfig | None = None, seed: int | None = None) -> None:
+        """`seed` seeds each part separately, so a head's random weights do not depend on which
+        other heads are built (a depth-only and a full model share their depth head)."""
         super().__init__()
         self.config = config = config or VGGTConfig()
+
+        def seeded(offset: int) -> None:
+            if seed is not None:
+                torch.manual_seed(seed * 1000 + offset)
+
         dim = 2 * config.embed_dim
         dpt = {
             "dim_in": dim,
@@ -26,7 +33,9 @@ class VGGT(nn.Module):
             "out_channels": config.dpt_out_channels,
             "intermediate_layer_idx": config.dpt_layers,
         }
+        seeded(0)
         self.aggregator = Aggregator(config)
+        seeded(1)
         self.camera_head = (
             CameraHead(
                 dim,
@@ -38,17 +47,20 @@ class VGGT(nn.Module):
             if config.enable_camera
             else None
         )
+        seeded(2)
         self.point_head = (
             DPTHead(**dpt, output_dim=4, activation="inv_log", conf_activation="expp1")
             if config.enable_point
             else None
         )
+        seeded(3)
         self.depth_head = (
             DPTHead(**dpt, output_dim=2, activation="exp", conf_activation="expp1")
             if config.enable_depth
             else None
         )
         self.track_head = None
+        seeded(4)
         if config.enable_track:
             from vggt_et.model.track_head import build_track_head
 

@@ -1,0 +1,42 @@
+"""`vggt-et audit`: export a preset at a shape and show what the backend takes, before and after passes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vggt_et.compile import OUTPUT_HEADS
+from vggt_et.errors import UserError
+from vggt_et.export import ProgramShape, export_program, parse_outputs
+from vggt_et.stages import StageClock
+
+
+def audit_model(
+    preset: str,
+    checkpoint: str | None,
+    random_weights: bool,
+    seed: int,
+    backend: str,
+    frames: int,
+    height: int,
+    width: int,
+    outputs: str,
+) -> tuple[dict[str, Any], str]:
+    from vggt_et.model.loading import load_model
+    from vggt_et.model.presets import get_preset
+    from vggt_et.passes import audit_program, format_audit
+
+    shape = ProgramShape(frames, height, width, get_preset(preset).patch_size)
+    groups = parse_outputs(outputs)
+    if (checkpoint is None) == (not random_weights):
+        raise UserError("give either --checkpoint FILE or --random-weights")
+    clock = StageClock()
+    heads = sorted({OUTPUT_HEADS[g] for g in groups})
+    with clock.stage("load", preset):
+        model = load_model(preset, checkpoint, random_weights=random_weights, seed=seed, heads=heads)
+    with clock.stage("export", f"{frames} frames {height}x{width}"):
+        ep = export_program(model, shape, groups)
+    pass_backend = "tflite" if backend == "tflite" else backend
+    with clock.stage("audit", backend):
+        report = audit_program(ep, pass_backend, list(shape.input_shape))
+    report = {"preset": preset, **report, "stage_seconds": clock.seconds}
+    return report, format_audit(report)

@@ -1,0 +1,200 @@
+"""`vggt-et compile`: checkpoint → fixed-shape export → passes → (quantize) → lower → .pte + report.
+
+Every argument is checked before the first heavy stage, so a typo costs seconds, not a 5-minute
+compile; the .pte is written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vggt_et.errors import UserError
+from vggt_et.export import ProgramShape, example_images, export_program, output_names, parse_outputs
+from vggt_et.io_utils import atomic_write, check_writable, write_json
+from vggt_et.lowering import lower, require_qnn_sdk, to_pte_bytes
+from vggt_et.stages import StageClock, peak_rss_bytes
+
+QUANT_SCHEMES = ("fp32", "fp16", "int8", "w4", "w4-fisher")
+OUTPUT_HEADS = {"depth": "depth", "points": "point", "camera": "camera"}
+
+
+@dataclass
+class CompileOptions:
+    preset: str = "vggt-1b"
+    checkpoint: str | None = None
+    random_weights: bool = False
+    seed: int = 0
+    backend: str = "xnnpack"
+    quant: str = "fp32"
+    frames: int = 2
+    height: int = 518
+    width: int = 518
+    outputs: Sequence[str] = ("depth",)
+    output: str = "model.pte"
+    report: str | None = None
+    soc: str = "SM8650"
+    calib_data: str | None = None
+    calib_samples: int = 8
+    etrecord: str | None = None
+    stop_before_lowering: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for package in ("torch", "executorch", "torchao", "vggt-et"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def validate(options: CompileOptions) -> tuple[ProgramShape, tuple[str, ...]]:
+    """All user errors, before any heavy work."""
+    from vggt_et.model.presets import get_preset
+
+    config = get_preset(options.preset)
+    shape = ProgramShape(options.frames, options.height, options.width, config.patch_size)
+    outputs = parse_outputs(options.outputs)
+    if options.backend not in ("xnnpack", "qnn", "portable", "tflite"):
+        raise UserError(f"unknown backend {options.backend!r}; choose xnnpack, qnn, portable or tflite")
+    if options.quant not in QUANT_SCHEMES:
+        raise UserError(f"unknown --quant {options.quant!r}; choose one of {', '.join(QUANT_SCHEMES)}")
+    if (options.checkpoint is None) == (not options.random_weights):
+        raise UserError("give either --checkpoint FILE or --random-weights")
+    if options.checkpoint is not None and not Path(options.checkpoint).is_file():
+        raise UserError(f"checkpoint {options.checkpoint} not found")
+    check_writable(options.output)
+    if options.report:
+        check_writable(options.report)
+    if options.backend == "qnn" and not options.stop_before_lowering:
+        require_qnn_sdk()
+    if options.backend == "tflite":
+        from vggt_et.tflite import require_litert
+
+        require_litert()
+    return shape, outputs
+
+
+def quantization_stage(ep, options: CompileOptions, shape: ProgramShape, report: dict) -> Any:
+    """int8 / w4 recipes from vggt_et.quantizers, calibrated on BlendedMVS-layout scenes."""
+    from vggt_et.quantize import quantize_for_backend
+
+    quantized, details = quantize_for_backend(ep, options, shape)
+    report["quantization"] = details
+    return quantized
+
+
+def compile_model(options: CompileOptions, *, quiet: bool = False) -> dict[str, Any]:
+    """Run the whole pipeline; returns the compile report (ARCHITECTURE.md contract)."""
+    shape, outputs = validate(options)
+    clock = StageClock(quiet=quiet)
+    report: dict[str, Any] = {
+        "backend": options.backend,
+        "quant": options.quant,
+        "preset": options.preset,
+        "input_shape": list(shape.input_shape),
+        "input_names": ["images"],
+        "outputs": output_names(outputs),
+        "soc": options.soc if options.backend == "qnn" else None,
+        "arguments": {k: v for k, v in asdict(options).items() if k != "extra"},
+        "versions": versions(),
+    }
+    from vggt_et.model.loading import load_model
+
+    heads = sorted({OUTPUT_HEADS[o] for o in outputs})
+    with clock.stage(
+        "load", f"{options.preset} ({'random weights' if options.random_weights else options.checkpoint})"
+    ):
+        model = load_model(
+            options.preset,
+            options.checkpoint,
+            random_weights=options.random_weights,
+            seed=options.seed,
+            heads=heads,
+        )
+        if options.quant == "fp16":
+            model = model.half()
+        report["weight_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
+    with clock.stage(
+        "export", f"{shape.frames} frames {shape.height}x{shape.width}, outputs {','.join(outputs)}"
+    ):
+        ep = export_program(model, shape, outputs, dtype=torch.float16 if options.quant == "fp16" else None)
+    del model
+    from vggt_et.passes import apply_with_report
+
+    pass_backend = "xnnpack" if options.backend == "portable" else options.backend
+    with clock.stage("passes", pass_backend):
+        ep, pass_reports = apply_with_report(ep, pass_backend, progress=not quiet)
+    report["passes"] = [{"name": r.name, "changed": r.changed, "matches": r.matches} for r in pass_reports]
+    if options.quant in ("int8", "w4", "w4-fisher"):
+        with clock.stage("quantize", options.quant):
+            ep = quantization_stage(ep, options, shape, report)
+    if options.stop_before_lowering:
+        with clock.stage("save", "exported program (stopped before lowering)"):
+            _save_exported(options.output, ep)
+        return _finish(report, clock, options, Path(options.output).read_bytes(), lowered=None)
+    if options.backend == "tflite":
+        from vggt_et.tflite import convert_tflite
+
+        with clock.stage("lower", "litert-torch"):
+            data = convert_tflite(ep, example_images(shape))
+        with clock.stage("write"):
+            atomic_write(options.output, lambda f: f.write(data))
+        return _finish(report, clock, options, data, lowered=None)
+    metadata = {k: report[k] for k in ("preset", "backend", "quant", "input_shape", "outputs")}
+    with clock.stage("lower", f"to_edge_transform_and_lower ({options.backend})"):
+        edge = lower(ep, options.backend, options.soc, metadata)
+    del ep
+    lowered = edge.exported_program()
+    with clock.stage("to_executorch"):
+        data = to_pte_bytes(edge)
+    if options.etrecord:
+        with clock.stage("etrecord"):
+            _write_etrecord(options.etrecord, edge)
+    with clock.stage("write", options.output):
+        atomic_write(options.output, lambda f: f.write(data))
+    return _finish(report, clock, options, data, lowered=lowered)
+
+
+def _save_exported(path: str, ep) -> None:
+    """torch.export.save of the pre-lowering program (.pt2), e.g. for QNN users without the SDK."""
+    atomic_write(path, lambda f: torch.export.save(ep, f))
+
+
+def _write_etrecord(path: str, edge) -> None:
+    from executorch.devtools import generate_etrecord
+
+    generate_etrecord(path, edge_dialect_program=edge, executorch_program=None)
+
+
+def _finish(report: dict, clock: StageClock, options: CompileOptions, data: bytes, lowered) -> dict:
+    from vggt_et.passes import coverage
+
+    report["pte_path"] = str(Path(options.output).resolve())
+    report["pte_bytes"] = len(data)
+    report["sha256"] = hashlib.sha256(data).hexdigest()
+    if lowered is not None:
+        cov = coverage(lowered)
+        report["delegated_fraction"] = cov["delegated_fraction"]
+        report["delegate_segments"] = cov["delegate_segments"]
+        report["non_delegated"] = cov["non_delegated"]
+    else:
+        report.update({"delegated_fraction": None, "delegate_segments": None, "non_delegated": None})
+    report["stage_seconds"] = {k: round(v, 3) for k, v in clock.seconds.items()}
+    report["total_seconds"] = round(clock.total, 3)
+    report["peak_rss_bytes"] = peak_rss_bytes()
+    report["peak_rss_over_weights"] = round(report["peak_rss_bytes"] / max(report["weight_bytes"], 1), 3)
+    if options.report:
+        write_json(options.report, report)
+    return report

@@ -1,0 +1,103 @@
+"""`vggt-et compare`: a compiled program against our eager model (and ground truth when the scene has it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vggt_et.errors import UserError
+from vggt_et.inference import ProgramInfo, program_info, run_program
+
+
+def eager_outputs(model: torch.nn.Module, info: ProgramInfo, images: np.ndarray) -> dict[str, np.ndarray]:
+    """Our eager model through the same wrapper the program was exported from."""
+    from vggt_et.export import VGGTProgram
+
+    groups = tuple(g for g, tensors in _GROUP_TENSORS.items() if set(tensors) <= set(info.outputs))
+    program = VGGTProgram(model, groups).eval()
+    with torch.no_grad():
+        arrays = program(torch.from_numpy(images))
+    return {name: a.numpy() for name, a in zip(info.outputs, arrays, strict=True)}
+
+
+_GROUP_TENSORS = {
+    "depth": ("depth", "depth_conf"),
+    "points": ("world_points", "world_points_conf"),
+    "camera": ("pose_enc",),
+}
+
+
+def scene_inputs(info: ProgramInfo, calib_data: str | None, seed: int) -> tuple[np.ndarray, dict | None, str]:
+    """Images [1, S, 3, H, W] plus ground truth from a BlendedMVS-layout folder or a synthetic scene."""
+    from vggt_et.data.calibration import calibration_groups
+
+    group = calibration_groups(
+        calib_data, info.frames, info.height, info.width, n_groups=1, seed=seed, with_depth=True
+    )[0]
+    truth = None
+    if group.depths is not None:
+        truth = {
+            "depth": group.depths.numpy(),
+            "extrinsics": group.extrinsics.numpy(),
+            "intrinsics": group.intrinsics.numpy(),
+        }
+    source = calib_data or "synthetic scene"
+    return group.images.unsqueeze(0).numpy().astype(np.float32), truth, source
+
+
+def ground_truth_metrics(outputs: dict[str, np.ndarray], truth: dict) -> dict[str, float]:
+    """Depth AbsRel / δ<1.25 after per-frame median scale alignment (VGGT's depth has no metric scale)."""
+    from vggt_et.runtime.metrics import depth_errors, median_scale_aligned
+
+    if "depth" not in outputs:
+        return {}
+    pred = outputs["depth"][0, ..., 0]
+    ref = truth["depth"]
+    return depth_errors(median_scale_aligned(pred, ref), ref)
+
+
+def compare(
+    pte: str | Path,
+    model: torch.nn.Module,
+    *,
+    against: str = "eager",
+    calib_data: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The compare report: per output rel_l2 / max_abs (/ abs_rel, delta1 for depth) vs the reference."""
+    from vggt_et.runtime.metrics import tensor_metrics
+
+    info = program_info(pte)
+    images, truth, source = scene_inputs(info, calib_data, seed)
+    ours = run_program(pte, images)
+    if against == "eager":
+        reference = eager_outputs(model, info, images)
+    else:
+        from vggt_et.tflite import run_tflite
+
+        reference = dict(zip(info.outputs, run_tflite(against, images), strict=True))
+    report: dict[str, Any] = {
+        "against": against,
+        "program": str(pte),
+        "inputs": source,
+        "outputs": {
+            name: tensor_metrics(ours[name], reference[name], is_depth=(name == "depth"))
+            for name in info.outputs
+        },
+    }
+    if truth is not None:
+        report["ground_truth"] = {
+            "program": ground_truth_metrics(ours, truth),
+            against: ground_truth_metrics(reference, truth),
+        }
+    return report
+
+
+def check_shape_matches(info: ProgramInfo, preset: str) -> None:
+    if info.preset != preset:
+        raise UserError(
+            f"the program was compiled from preset {info.preset!r}, not {preset!r}; pass --preset {info.preset}"
+        )

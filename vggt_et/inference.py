@@ -1,0 +1,165 @@
+"""Running compiled VGGT programs on images: inputs at the compiled shape, named outputs, and what a
+person wants to look at (depth .npy and colour PNG per frame, a PLY point cloud)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vggt_et.errors import UserError
+from vggt_et.lowering import METADATA_METHOD
+
+
+@dataclass(frozen=True)
+class ProgramInfo:
+    """What `vggt-et compile` recorded inside the .pte (a constant method holding JSON)."""
+
+    preset: str
+    backend: str
+    quant: str
+    input_shape: tuple[int, ...]
+    outputs: tuple[str, ...]
+
+    @property
+    def frames(self) -> int:
+        return self.input_shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.input_shape[3]
+
+    @property
+    def width(self) -> int:
+        return self.input_shape[4]
+
+
+def _runtime_error(exc: Exception) -> UserError:
+    return UserError(str(exc))
+
+
+def program_info(path: str | Path) -> ProgramInfo:
+    from vggt_et.runtime.program import ProgramError, PteProgram
+
+    try:
+        raw = PteProgram(path, METADATA_METHOD).run([])[0]
+    except ProgramError as exc:
+        raise UserError(
+            f"{path} is not a vggt-et program ({exc}); compile it with `vggt-et compile`"
+        ) from None
+    meta = json.loads(bytes(np.asarray(raw, dtype=np.uint8)).decode())
+    return ProgramInfo(
+        meta["preset"], meta["backend"], meta["quant"], tuple(meta["input_shape"]), tuple(meta["outputs"])
+    )
+
+
+def run_program(path: str | Path, images: np.ndarray, *, threads: int | None = None) -> dict[str, np.ndarray]:
+    """images [1, S, 3, H, W] float32 in [0, 1] → {output name: array}."""
+    from vggt_et.runtime.program import ProgramError, PteProgram
+
+    info = program_info(path)
+    try:
+        arrays = PteProgram(path, threads=threads).run([np.ascontiguousarray(images, dtype=np.float32)])
+    except ProgramError as exc:
+        raise UserError(str(exc)) from None
+    return dict(zip(info.outputs, arrays, strict=True))
+
+
+def load_images(paths: list[str], info: ProgramInfo) -> np.ndarray:
+    """Official preprocessing (crop mode) to the program's compiled shape → [1, S, 3, H, W]."""
+    from vggt_et.data.preprocess import load_images_to_shape
+
+    if len(paths) != info.frames:
+        raise UserError(f"this program was compiled for {info.frames} frames, got {len(paths)} images")
+    tensor, _ = load_images_to_shape(paths, info.height, info.width)
+    return tensor.unsqueeze(0).numpy().astype(np.float32)
+
+
+def synthetic_images(info: ProgramInfo, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """One rendered synthetic scene at the program's shape, with its ground truth."""
+    from vggt_et.data.calibration import calibration_groups
+
+    group = calibration_groups(
+        None, info.frames, info.height, info.width, n_groups=1, seed=seed, with_depth=True
+    )[0]
+    truth = {
+        "depth": group.depths.numpy(),
+        "extrinsics": group.extrinsics.numpy(),
+        "intrinsics": group.intrinsics.numpy(),
+    }
+    return group.images.unsqueeze(0).numpy().astype(np.float32), truth
+
+
+def parse_intrinsics(text: str, frames: int) -> np.ndarray:
+    """'fx,fy,cx,cy' (pixels, at the compiled resolution) → [S, 3, 3]."""
+    try:
+        fx, fy, cx, cy = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--intrinsics {text!r} must be four numbers fx,fy,cx,cy") from None
+    K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float32)
+    return np.repeat(K[None], frames, axis=0)
+
+
+def point_cloud(outputs: dict[str, np.ndarray], info: ProgramInfo, intrinsics: np.ndarray | None):
+    """World points [S, H, W, 3] and where they came from, or (None, reason)."""
+    from vggt_et.geometry import pose_encoding_to_extri_intri, unproject_depth_map_to_point_map
+
+    if "world_points" in outputs:
+        return outputs["world_points"][0], "point head"
+    if "depth" not in outputs:
+        return None, "the program has neither depth nor points"
+    depth = outputs["depth"][0]
+    if "pose_enc" in outputs:
+        extrinsics, predicted = pose_encoding_to_extri_intri(
+            outputs["pose_enc"][0], (info.height, info.width)
+        )
+        K = intrinsics if intrinsics is not None else predicted
+        return unproject_depth_map_to_point_map(
+            depth, extrinsics, K
+        ), "depth unprojected with predicted cameras"
+    if intrinsics is not None:
+        identity = np.repeat(np.eye(3, 4, dtype=np.float32)[None], info.frames, axis=0)
+        return unproject_depth_map_to_point_map(
+            depth, identity, intrinsics
+        ), "depth unprojected per camera frame"
+    return None, "depth-only program: pass --intrinsics fx,fy,cx,cy or compile with --outputs depth,camera"
+
+
+def write_outputs(
+    outputs: dict[str, np.ndarray],
+    images: np.ndarray,
+    info: ProgramInfo,
+    out_dir: Path,
+    intrinsics: np.ndarray | None,
+) -> list[Path]:
+    """depth_XX.npy + depth_XX.png per frame, points.ply, and every raw output as .npy."""
+    from vggt_et.geometry import write_ply
+    from vggt_et.io_utils import atomic_write
+    from vggt_et.visualize import depth_to_color_png
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def save_npy(name: str, array: np.ndarray) -> None:
+        written.append(atomic_write(out_dir / f"{name}.npy", lambda f: np.save(f, array)))
+
+    for name, array in outputs.items():
+        save_npy(name, array)
+    if "depth" in outputs:
+        for s in range(info.frames):
+            depth = outputs["depth"][0, s, ..., 0]
+            conf = outputs.get("depth_conf", None)
+            save_npy(f"depth_{s:02d}", depth)
+            png = out_dir / f"depth_{s:02d}.png"
+            depth_to_color_png(png, depth, None if conf is None else conf[0, s])
+            written.append(png)
+    points, source = point_cloud(outputs, info, intrinsics)
+    if points is not None:
+        colors = (np.clip(images[0].transpose(0, 2, 3, 1), 0, 1) * 255).astype(np.uint8)
+        ply = out_dir / "points.ply"
+        write_ply(ply, points.reshape(-1, 3), colors.reshape(-1, 3))
+        written.append(ply)
+    (out_dir / "points_source.txt").write_text(source + "\n")
+    return written

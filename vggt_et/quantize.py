@@ -1,0 +1,54 @@
+"""VGGT's side of quantization: which layers stay float, and calibration data at the compiled shape.
+
+The recipes themselves are generic (`vggt_et.quantizers`); this module only knows VGGT's module names
+and where its calibration scenes come from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vggt_et.errors import UserError
+from vggt_et.export import ProgramShape
+
+# Kept in float by default, as the quantization literature on VGGT does: the patch-embed convolution
+# (raw pixels in) and each head's last layer (metric outputs out). Paths are inside the export wrapper.
+DEFAULT_KEEP_FLOAT = (
+    "model.aggregator.patch_embed.patch_embed.proj",
+    "model.depth_head.scratch.output_conv2",
+    "model.point_head.scratch.output_conv2",
+    "model.camera_head.pose_branch.fc2",
+)
+
+
+def calibration_samples(
+    calib_data: str | None, shape: ProgramShape, count: int, *, seed: int = 0
+) -> list[tuple]:
+    """`count` S-view groups from a BlendedMVS-layout folder (synthetic scenes when None), as model inputs."""
+    from vggt_et.data.calibration import calibration_groups
+
+    if count < 1:
+        raise UserError(f"--calib-samples must be at least 1, got {count}")
+    groups = calibration_groups(
+        calib_data, shape.frames, shape.height, shape.width, n_groups=count, seed=seed
+    )
+    return [(group.images.unsqueeze(0).float(),) for group in groups]
+
+
+def quantize_for_backend(ep, options, shape: ProgramShape) -> tuple[Any, dict]:
+    """Quantize the exported VGGT program with the backend's recipe for `options.quant`."""
+    from vggt_et.quantizers.recipes import get_recipe, quantize_program, recipe_for
+
+    scheme = "w4" if options.quant == "w4-fisher" else options.quant
+    try:
+        recipe = recipe_for(options.backend if options.backend != "portable" else "xnnpack", scheme)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    samples = None
+    if get_recipe(recipe).needs_calibration:
+        samples = calibration_samples(options.calib_data, shape, options.calib_samples, seed=options.seed)
+    keep_float = tuple(options.extra.get("keep_float", DEFAULT_KEEP_FLOAT))
+    result = quantize_program(ep, recipe, samples, keep_float=keep_float, progress=True)
+    details = result.to_dict()
+    details["calibration_data"] = options.calib_data or "synthetic scenes"
+    return result.program, details

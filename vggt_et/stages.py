@@ -1,0 +1,42 @@
+"""Stage timing, progress lines and peak memory for long pipelines (compile, audit, benchmarks)."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class StageClock:
+    """Times named stages and prints one progress line per stage to stderr."""
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.seconds: dict[str, float] = {}
+        self.quiet = quiet
+
+    @contextmanager
+    def stage(self, name: str, detail: str = "") -> Iterator[None]:
+        if not self.quiet:
+            print(f"[vggt-et] {name}{' ' + detail if detail else ''} ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        yield
+        elapsed = time.perf_counter() - start
+        self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
+        if not self.quiet:
+            rss = peak_rss_bytes() / 2**30
+            print(
+                f"[vggt-et] {name} done in {elapsed:.1f} s (peak RSS {rss:.2f} GiB)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
