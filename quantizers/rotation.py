@@ -6,7 +6,9 @@ all channels. It folds away with no op left in the program when
   * every writer into the stream (embedding, attention proj, MLP fc2, added tokens) gets H on its output side,
   * every reader is a norm -> linears pair: LayerNorm is rewritten as centre + RMSNorm. Centring is folded
     into the writers (their outputs are made mean-free; LayerNorm ignores the mean anyway), the affine
-    (gamma, beta) is folded into the following linears, and RMSNorm commutes with H,
+    (gamma, beta) is folded into the following linears, and RMSNorm commutes with H. Where the mean must
+    survive (norms over concatenated streams, exits), ``fold_centring=False`` keeps it in one rotated
+    coordinate and ``RotatedLayerNorm`` centres there instead,
   * the readers' linears get H^T on their input side.
 Value/output projections can additionally be rotated per head (attention mixes tokens, not channels).
 Everything is done in float64 and written back, so fp32 outputs change only by rounding.
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .fisher import resolve_modules
@@ -34,13 +37,22 @@ def _sylvester(n: int) -> torch.Tensor:
     return h
 
 
-def random_hadamard(n: int, seed: int = 0) -> torch.Tensor:
-    """Orthogonal float64 [n, n]: Sylvester Hadamard times random signs, / sqrt(n). n must be a power of 2."""
+def random_hadamard(n: int, seed: int = 0, *, mean_to_first: bool = False) -> torch.Tensor:
+    """Orthogonal float64 [n, n] randomized Sylvester Hadamard / sqrt(n). n must be a power of 2.
+
+    Default: H @ diag(random signs). ``mean_to_first``: diag(signs, first +1) @ H @ random column permutation,
+    which maps the all-ones vector to sqrt(n) * e_0, so a vector's mean lands in coordinate 0 alone.
+    """
     if n < 1 or n & (n - 1):
         raise ValueError(f"randomized Hadamard needs a power-of-two size, got {n}")
     generator = torch.Generator().manual_seed(seed)
     signs = torch.randint(0, 2, (n,), generator=generator, dtype=torch.float64) * 2 - 1
-    return _sylvester(n) * signs / n**0.5
+    base = _sylvester(n) / n**0.5
+    if not mean_to_first:
+        return base * signs
+    signs[0] = 1.0
+    permutation = torch.randperm(n, generator=generator)
+    return signs[:, None] * base[:, permutation]
 
 
 def _block_diag(h: torch.Tensor, repeats: int) -> torch.Tensor:
@@ -49,7 +61,7 @@ def _block_diag(h: torch.Tensor, repeats: int) -> torch.Tensor:
 
 def outlier_ratio(weight: torch.Tensor) -> float:
     """Mean over output rows of max|w| / rms(w): what inflates a max-abs quantization scale."""
-    w = weight.detach().double()
+    w = weight.detach().double().reshape(weight.shape[0], -1)
     return float((w.abs().amax(dim=1) / w.pow(2).mean(dim=1).sqrt().clamp_min(1e-30)).mean())
 
 
@@ -64,6 +76,11 @@ class RotationSpec:
     norm_readers: (norm, linears fed by that norm only). A norm over k*dim (concatenated streams) is fine.
     value_output_pairs: (v linear, output linear, head_dim[, first value row]): per-head rotation of the value
         space; the optional row offset selects the value rows of a fused qkv linear (e.g. 2 * dim).
+    fold_centring: True folds LayerNorm's centring into the writers (stream made mean-free; nothing added
+        to the program). Exact only if every consumer ignores the stream's mean: norms over one stream.
+        False keeps the mean (in rotated coordinate 0) and rewrites norms as ``RotatedLayerNorm`` (one
+        cheap elementwise correction before RMSNorm); needed when a norm spans concatenated different
+        streams (VGGT heads: [frame, global]) or the stream leaves through ``exit_rotation``.
     """
 
     dim: int
@@ -72,20 +89,30 @@ class RotationSpec:
     writers: Sequence[Writer] = ()
     norm_readers: Sequence[tuple[nn.Module | str, Sequence[nn.Module | str]]] = ()
     value_output_pairs: Sequence[ValueOutputPair] = ()
+    fold_centring: bool = True
 
 
 @dataclass
 class RotationReport:
     """What was folded, and the outlier ratio (max/rms per row) of quantized linears before and after."""
 
-    stream_matrix: torch.Tensor | None = (
-        None  # H @ centre: what ``StreamRotation`` applies at an unfoldable entry
-    )
+    # H @ centre: what ``StreamRotation`` applies at an unfoldable entry; H alone: see ``exit_rotation``.
+    stream_matrix: torch.Tensor | None = None
+    hadamard: torch.Tensor | None = None
     norms_rewritten: list[str] = field(default_factory=list)
     rotated_inputs: list[str] = field(default_factory=list)
     rotated_outputs: list[str] = field(default_factory=list)
     outlier_ratio_before: dict[str, float] = field(default_factory=dict)
     outlier_ratio_after: dict[str, float] = field(default_factory=dict)
+
+    def exit_rotation(self, repeats: int = 1) -> StreamRotation:
+        """Explicit H^T (block-diagonal over ``repeats`` concatenated streams) where the stream leaves into
+        something that cannot absorb it (e.g. a head whose normed input becomes a new residual stream).
+        It gives back the original stream exactly with ``fold_centring=False``, its mean-free version
+        (fine for a LayerNorm over that one stream) with ``fold_centring=True``."""
+        if self.hadamard is None:
+            raise ValueError("this report carries no rotation")
+        return StreamRotation(_block_diag(self.hadamard.double(), repeats).T.float())
 
 
 def _one(model: nn.Module, item: nn.Module | str) -> tuple[str, nn.Module]:
@@ -113,66 +140,109 @@ def _replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def fold_residual_rotation(model: nn.Module, spec: RotationSpec, *, seed: int = 0) -> RotationReport:
-    """Rotate the residual stream by a randomized Hadamard, folded into weights in place.
+def _reader_width(module: nn.Module) -> int | None:
+    if isinstance(module, nn.Linear):
+        return module.in_features
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and module.groups == 1:
+        # Zero padding would see 0 instead of the folded LayerNorm bias at borders: unpadded convs only.
+        padding = module.padding if isinstance(module.padding, tuple) else (module.padding,)
+        return module.in_channels if all(p == 0 for p in padding) else None
+    return None
 
-    LayerNorms listed in ``spec.norm_readers`` are replaced by affine-free ``nn.RMSNorm`` modules.
-    """
+
+def _validate(model: nn.Module, spec: RotationSpec) -> tuple[list, list]:
+    """Check the whole spec before touching a weight, so a bad spec leaves the model as it was."""
     dim = spec.dim
-    h = random_hadamard(dim, seed)
-    centre = torch.eye(dim, dtype=torch.float64) - 1.0 / dim
-    report = RotationReport(stream_matrix=(h @ centre).float())
-    readers = [
-        (_one(model, norm), resolve_modules(model, list(linears))) for norm, linears in spec.norm_readers
-    ]
-    reader_linears = [(n, m) for _, linears in readers for n, m in linears]
-    for name, module in reader_linears:
-        report.outlier_ratio_before[name] = outlier_ratio(module.weight)
-
+    random_hadamard(dim)  # size check
+    writers = []
     for item in [*spec.entry_writers, *spec.writers]:
         module_ref, gamma = item if isinstance(item, tuple) else (item, None)
         name, module = _one(model, module_ref)
-        if not hasattr(module, "weight") or module.weight.shape[0] != dim:
+        if not isinstance(getattr(module, "weight", None), torch.Tensor) or module.weight.shape[0] != dim:
             raise ValueError(f"writer {name!r} must have a weight with {dim} output channels on dim 0")
-        if gamma is not None:
-            if gamma.shape != (dim,):
-                raise ValueError(f"layer-scale gamma of {name!r} must have shape [{dim}]")
-            _fold_output_side(module, torch.diag(gamma.detach().double()))
-            with torch.no_grad():
-                gamma.fill_(1.0)
-        _fold_output_side(module, h @ centre)
-        report.rotated_outputs.append(name)
-
+        if gamma is not None and gamma.shape != (dim,):
+            raise ValueError(f"layer-scale gamma of {name!r} must have shape [{dim}]")
+        writers.append((name, module, gamma))
     for param in spec.stream_parameters:
         if param.shape[-1] != dim:
             raise ValueError(f"stream parameter of shape {tuple(param.shape)} must end in {dim}")
-        _set(param, param.detach().double() @ (h @ centre).T.to(param.device))
-
-    for (norm_name, norm), linears in readers:
+    readers = []
+    for norm_ref, linear_refs in spec.norm_readers:
+        norm_name, norm = _one(model, norm_ref)
         width = _norm_width(norm_name, norm)
         if width % dim:
             raise ValueError(f"norm {norm_name!r} width {width} is not a multiple of the stream width {dim}")
+        linears = resolve_modules(model, list(linear_refs))
+        for name, linear in linears:
+            if _reader_width(linear) != width:
+                raise ValueError(
+                    f"reader {name!r} must be an nn.Linear (or ungrouped, unpadded Conv) with {width} inputs"
+                )
+            if getattr(norm, "bias", None) is not None and linear.bias is None:
+                raise ValueError(
+                    f"reader {name!r} needs a bias to absorb the LayerNorm bias of {norm_name!r}"
+                )
+        readers.append(((norm_name, norm, width), linears))
+    return writers, readers
+
+
+def _fold_input_side(
+    module: nn.Module, gamma: torch.Tensor | None, beta: torch.Tensor | None, right: torch.Tensor
+) -> None:
+    """Absorb the norm affine (gamma * n + beta) into a reader, then rotate its input channels by ``right``."""
+    weight = module.weight.detach().double()
+    if beta is not None:
+        # The bias a constant input beta produces: sum over input channels (and kernel taps, for convs).
+        shift = weight * beta.detach().double().to(weight.device).reshape(1, -1, *[1] * (weight.dim() - 2))
+        _set(module.bias, module.bias.detach().double() + shift.sum(dim=tuple(range(1, weight.dim()))))
+    if gamma is not None:
+        weight = weight * gamma.detach().double().to(weight.device).reshape(1, -1, *[1] * (weight.dim() - 2))
+    rotated = torch.einsum("oi...,ij->oj...", weight, right.to(weight.device))
+    _set(module.weight, rotated)
+
+
+def fold_residual_rotation(model: nn.Module, spec: RotationSpec, *, seed: int = 0) -> RotationReport:
+    """Rotate the residual stream by a randomized Hadamard, folded into weights in place.
+
+    LayerNorms listed in ``spec.norm_readers`` are replaced by affine-free ``nn.RMSNorm`` modules. The whole
+    spec is validated first; on a ValueError the model is unchanged.
+    """
+    writers, readers = _validate(model, spec)
+    dim = spec.dim
+    h = random_hadamard(dim, seed, mean_to_first=not spec.fold_centring)
+    if spec.fold_centring:
+        into_stream = h @ (torch.eye(dim, dtype=torch.float64) - 1.0 / dim)
+    else:
+        into_stream = h
+    report = RotationReport(stream_matrix=into_stream.float(), hadamard=h.float())
+    for _, linears in readers:
+        for name, module in linears:
+            report.outlier_ratio_before[name] = outlier_ratio(module.weight)
+
+    for name, module, gamma in writers:
+        if gamma is not None:
+            _fold_output_side(module, torch.diag(gamma.detach().double()))
+            with torch.no_grad():
+                gamma.fill_(1.0)
+        _fold_output_side(module, into_stream)
+        report.rotated_outputs.append(name)
+
+    for param in spec.stream_parameters:
+        _set(param, param.detach().double() @ into_stream.T.to(param.device))
+
+    for (norm_name, norm, width), linears in readers:
+        rotation_t = _block_diag(h, width // dim).T
         gamma = getattr(norm, "weight", None)
         beta = getattr(norm, "bias", None)
-        rotation_t = _block_diag(h, width // dim).T.to(norm_device(norm, linears))
         for name, linear in linears:
-            if not isinstance(linear, nn.Linear) or linear.in_features != width:
-                raise ValueError(f"reader {name!r} must be an nn.Linear with {width} input features")
-            weight = linear.weight.detach().double()
-            bias = linear.bias.detach().double() if linear.bias is not None else None
-            if beta is not None:
-                shift = weight @ beta.detach().double()
-                if bias is None:
-                    raise ValueError(f"reader {name!r} needs a bias to absorb the LayerNorm bias")
-                bias = bias + shift
-            if gamma is not None:
-                weight = weight * gamma.detach().double()
-            _set(linear.weight, weight @ rotation_t)
-            if bias is not None:
-                _set(linear.bias, bias)
+            _fold_input_side(linear, gamma, beta, rotation_t)
             report.rotated_inputs.append(name)
         eps = norm.eps if norm.eps is not None else torch.finfo(torch.float32).eps
-        _replace_module(model, norm_name, nn.RMSNorm(width, eps=eps, elementwise_affine=False))
+        if spec.fold_centring:
+            replacement: nn.Module = nn.RMSNorm(width, eps=eps, elementwise_affine=False)
+        else:
+            replacement = RotatedLayerNorm(width, dim, eps)
+        _replace_module(model, norm_name, replacement)
         report.norms_rewritten.append(norm_name)
 
     for pair in spec.value_output_pairs:
@@ -185,6 +255,30 @@ def fold_residual_rotation(model: nn.Module, spec: RotationSpec, *, seed: int = 
     for name in report.outlier_ratio_before:
         report.outlier_ratio_after[name] = outlier_ratio(modules[name].weight)
     return report
+
+
+class RotatedLayerNorm(nn.Module):
+    """Affine-free LayerNorm of the original stream(s), computed in the ``mean_to_first`` rotated basis.
+
+    Each concatenated copy of the stream carries sqrt(dim) * its mean in its coordinate 0; LayerNorm's joint
+    centring only changes those coordinates (each minus their average), after which RMSNorm commutes with
+    the rotation. Cost: a handful of elementwise ops per token.
+    """
+
+    def __init__(self, width: int, dim: int, eps: float) -> None:
+        super().__init__()
+        if width % dim:
+            raise ValueError(f"width {width} is not a multiple of the stream width {dim}")
+        mask = torch.zeros(width)
+        mask[::dim] = 1.0
+        self.register_buffer("mean_slots", mask)
+        self.copies = width // dim
+        self.width = width
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        slot_mean = (x * self.mean_slots).sum(dim=-1, keepdim=True) / self.copies
+        return F.rms_norm(x - slot_mean * self.mean_slots, (self.width,), eps=self.eps)
 
 
 class StreamRotation(nn.Module):
@@ -203,13 +297,6 @@ class StreamRotation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.matrix.T
-
-
-def norm_device(norm: nn.Module, linears: Sequence[tuple[str, nn.Module]]) -> torch.device:
-    """Where the readers' weights live (rotations are built on CPU)."""
-    for _, linear in linears:
-        return linear.weight.device
-    return torch.device("cpu")
 
 
 def _norm_width(name: str, norm: nn.Module) -> int:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 from vggt_et.quantizers.rotation import (
+    RotatedLayerNorm,
     RotationSpec,
     StreamRotation,
     fold_residual_rotation,
@@ -38,6 +39,11 @@ def test_random_hadamard_is_orthogonal_and_seeded() -> None:
     assert torch.equal(h, random_hadamard(64, seed=3)) and not torch.equal(h, random_hadamard(64, seed=4))
     with pytest.raises(ValueError, match="power-of-two"):
         random_hadamard(48)
+    shaped = random_hadamard(64, seed=3, mean_to_first=True)
+    torch.testing.assert_close(shaped @ shaped.T, torch.eye(64, dtype=torch.float64))
+    expected = torch.zeros(64, dtype=torch.float64)
+    expected[0] = 8.0
+    torch.testing.assert_close(shaped @ torch.ones(64, dtype=torch.float64), expected)  # mean -> coordinate 0
 
 
 def test_folding_keeps_fp32_outputs_and_spreads_outliers() -> None:
@@ -86,12 +92,20 @@ def test_incomplete_or_wrong_spec_is_caught() -> None:
     block = model.blocks[0]
     with pytest.raises(ValueError, match="only LayerNorm/RMSNorm"):
         fold_residual_rotation(model, RotationSpec(dim=128, norm_readers=[(block.attn, [])]))
-    with pytest.raises(ValueError, match="input features"):
+    with pytest.raises(ValueError, match="inputs"):
         fold_residual_rotation(model, RotationSpec(dim=128, norm_readers=[(block.norm1, [block.mlp.fc2])]))
     with pytest.raises(ValueError, match="output channels"):
         fold_residual_rotation(model, RotationSpec(dim=128, writers=[block.mlp.fc1]))
     with pytest.raises(ValueError, match="not a submodule"):
         fold_residual_rotation(model, RotationSpec(dim=128, writers=[nn.Linear(4, 128)]))
+    # Validation happens before any edit: a spec that fails late leaves the model untouched.
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    spec = toy_rotation_spec(model)
+    spec.norm_readers = [*spec.norm_readers, (block.norm2, [block.mlp.fc2])]
+    with pytest.raises(ValueError, match="inputs"):
+        fold_residual_rotation(model, spec)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert isinstance(block.norm1, nn.LayerNorm)
     # Leaving out a writer changes the function: the completeness requirement is real.
     partial = copy.deepcopy(model)
     spec = toy_rotation_spec(partial)
@@ -119,3 +133,81 @@ def test_unfoldable_entry_uses_explicit_stream_rotation() -> None:
     assert _relative(model.depth_head(h), ref["depth"]) <= 1e-5
     with pytest.raises(ValueError, match="square"):
         StreamRotation(torch.ones(3, 4))
+
+
+class ConvHeadModel(nn.Module):
+    """Stream -> blocks -> two consumers: a LayerNorm + 1x1 conv head (DPT-like) over two concatenated copies
+    of the stream, and a LayerNorm whose output is a new residual stream (camera-head-like trunk)."""
+
+    def __init__(self, dim: int = 64) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Linear(8, dim)
+        self.fc = nn.Linear(dim, dim)
+        self.block_norm = nn.LayerNorm(dim)
+        self.head_norm = nn.LayerNorm(2 * dim)
+        self.project = nn.Conv2d(2 * dim, 16, kernel_size=1)
+        self.trunk_norm = nn.LayerNorm(dim)
+        self.trunk = nn.Linear(dim, dim)
+        for norm in (self.block_norm, self.head_norm, self.trunk_norm):
+            nn.init.normal_(norm.weight, 1.0, 0.3)
+            nn.init.normal_(norm.bias, 0.0, 0.3)
+        self.exit = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.embed(x)
+        h = h + self.fc(self.block_norm(h))
+        both = self.head_norm(torch.cat([h, 2 * h], dim=-1))  # [B, N, 2C] with N = 4 x 4 patches
+        image = both.transpose(1, 2).reshape(x.shape[0], -1, 4, 4)
+        t = self.trunk_norm(self.exit(h))
+        return self.project(image), t + self.trunk(t)
+
+
+def _conv_head_spec(model: ConvHeadModel, fold_centring: bool) -> RotationSpec:
+    return RotationSpec(
+        dim=64,
+        entry_writers=[model.embed],
+        writers=[model.fc],
+        norm_readers=[(model.block_norm, [model.fc]), (model.head_norm, [model.project])],
+        fold_centring=fold_centring,
+    )
+
+
+def test_conv_readers_concatenated_streams_and_exit_rotation() -> None:
+    x = torch.randn(2, 16, 8)
+    model = ConvHeadModel()
+    with torch.no_grad():
+        ref_image, ref_trunk = model(x)
+    report = fold_residual_rotation(model, _conv_head_spec(model, fold_centring=False))
+    model.exit = report.exit_rotation()  # the trunk norm's output is a new residual stream: un-rotate first
+    with torch.no_grad():
+        image, trunk = model(x)
+    assert _relative(image, ref_image) <= 1e-5
+    assert _relative(trunk, ref_trunk) <= 1e-5
+    assert isinstance(model.head_norm, RotatedLayerNorm) and isinstance(model.trunk_norm, nn.LayerNorm)
+    assert report.exit_rotation(2).matrix.shape == (128, 128)
+    # Folding the centring into the writers drops each stream's mean, which a norm over [h, 2h] still needs.
+    folded = ConvHeadModel()
+    fold_residual_rotation(folded, _conv_head_spec(folded, fold_centring=True))
+    with torch.no_grad():
+        assert _relative(folded(x)[0], ref_image) > 1e-3
+    padded = nn.Conv2d(64, 4, kernel_size=3, padding=1)
+    model.padded = padded
+    with pytest.raises(ValueError, match="unpadded"):
+        fold_residual_rotation(model, RotationSpec(dim=64, norm_readers=[(model.trunk_norm, [padded])]))
+
+
+def test_toy_transformer_exact_without_folded_centring() -> None:
+    model = make_outlier_transformer(seed=4, depth=2)
+    x = toy_samples(1, seed=9)[0]
+    with torch.no_grad():
+        ref = model(x)
+    spec = toy_rotation_spec(model)
+    spec.fold_centring = False
+    fold_residual_rotation(model, spec)
+    with torch.no_grad():
+        out = model(x)
+    assert all(_relative(out[task], ref[task]) <= 1e-5 for task in ref)
+    exported = torch.export.export(model.eval(), (x,))  # RotatedLayerNorm stays exportable
+    with torch.no_grad():
+        assert _relative(exported.module()(x)["depth"], ref["depth"]) <= 1e-5
