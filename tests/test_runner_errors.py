@@ -129,3 +129,37 @@ def test_output_dir_must_exist(runner: Path, toy: Path, good_inputs: list[Path],
     message = run_failing(runner, *model_args(toy, good_inputs), "--output-dir", tmp_path / "absent")
     assert "not a directory" in message
     assert not (tmp_path / "absent").exists()
+
+
+def test_fortran_ordered_npy(runner: Path, toy: Path, good_inputs: list[Path], tmp_path: Path) -> None:
+    fortran = tmp_path / "fortran.npy"
+    np.save(fortran, np.asfortranarray(np.load(good_inputs[0])))
+    assert "Fortran-ordered" in run_failing(runner, *model_args(toy, [fortran, good_inputs[1]]))
+
+
+def test_not_an_npy_file(runner: Path, toy: Path, good_inputs: list[Path], tmp_path: Path) -> None:
+    text = tmp_path / "text.npy"
+    text.write_text("just some text, not numpy")
+    assert "bad magic" in run_failing(runner, *model_args(toy, [text, good_inputs[1]]))
+
+
+def test_npy_format_version_2_is_read(
+    runner: Path, toy: Path, good_inputs: list[Path], tmp_path: Path
+) -> None:
+    version2 = tmp_path / "v2.npy"
+    with version2.open("wb") as stream:
+        np.lib.format.write_array(stream, np.load(good_inputs[0]), version=(2, 0))
+    outputs = []
+    for first in (good_inputs[0], version2):
+        out = tmp_path / first.stem
+        out.mkdir()
+        completed = subprocess.run(
+            [str(runner), *map(str, model_args(toy, [first, good_inputs[1]])), "--output-dir", str(out)],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=120,
+        )
+        assert completed.returncode == 0, completed.stderr[-1500:]
+        outputs.append(np.load(out / "output_0.npy"))
+    np.testing.assert_array_equal(outputs[0], outputs[1])

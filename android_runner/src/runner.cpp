@@ -159,7 +159,6 @@ void write_etdump(const std::string& path, Module& module) {
 #ifdef VGGT_ET_NO_ETDUMP
   (void)path;
   (void)module;
-  throw UsageError{"this runner was built without ETDump (VGGT_ET_WITH_ETDUMP=OFF); rebuild it to use --etdump"};
 #else
   auto* tracer = static_cast<executorch::etdump::ETDumpGen*>(module.event_tracer());
   executorch::etdump::ETDumpResult result = tracer->get_etdump_data();
@@ -207,6 +206,11 @@ int run_checked(const Options& options) {
       throw UsageError{"--output-dir '" + options.output_dir + "' is not a directory; create it first"};
     }
   }
+#ifdef VGGT_ET_NO_ETDUMP
+  if (!options.etdump_path.empty()) {
+    throw UsageError{"this runner was built without ETDump (VGGT_ET_WITH_ETDUMP=OFF); rebuild it to use --etdump"};
+  }
+#endif
   executorch::runtime::runtime_init();
   if (options.threads > 0) {
     // Before any method is loaded: delegates keep the pool they were initialised with.
