@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -278,8 +279,11 @@ def prepare_calibrate_convert(
     """``prepare_pt2e`` → calibration over ``samples`` (every observer must see data) → ``convert_pt2e``."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    prepared = prepare_pt2e(module, quantizer)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # QnnQuantizer prints each op it has no config for
+        prepared = prepare_pt2e(module, quantizer)
+    notes = unique_in_order(line.strip() for line in printed.getvalue().splitlines() if line.strip())
     stats = calibrate(prepared, samples, progress=progress, desc=desc)
     quantized, kept = _observed_layers(prepared)
     converted = convert_pt2e(prepared)
-    return Pt2eOutcome(converted, quantized, kept, stats)
+    return Pt2eOutcome(converted, quantized, kept, stats, notes)

@@ -282,6 +282,7 @@ def quantize_program(
             module, quantizer, samples, progress=progress, desc=f"calibrating {spec.name}"
         )
         quantized, kept, converted = outcome.quantized_layers, outcome.float_layers, outcome.converted
+        notes += outcome.notes
         samples_seen = 0 if samples is not calibration else outcome.calibration.samples
         if spec.scheme == "16a4w_block":
             blocked = len(getattr(quantizer, "block_layers", []))
@@ -290,8 +291,11 @@ def quantize_program(
     if not quantized:
         raise NothingQuantizedError(
             f"recipe {spec.name} quantized no layer of this program; check keep_float patterns "
-            f"({list(keep_float)}) and that the graph has linear/conv ops"
+            f"({keep_float}) and that the graph still has aten.linear/conv ops (quantize before "
+            "run_decompositions, which turns linear into addmm)"
         )
+    if _has_symbolic_inputs(program):
+        notes.append("re-exported with the static shapes of the example inputs (the input had dynamic dims)")
     exported = _reexport(converted, args, kwargs)
     return QuantizedProgram(
         program=exported,
@@ -303,6 +307,14 @@ def quantize_program(
         options=resolved,
         notes=notes,
     )
+
+
+def _has_symbolic_inputs(program: ExportedProgram) -> bool:
+    for node in program.graph.nodes:
+        value = node.meta.get("val") if node.op == "placeholder" else None
+        if isinstance(value, Tensor) and any(isinstance(d, torch.SymInt) for d in value.shape):
+            return True
+    return False
 
 
 def _is_empty(samples: Iterable) -> bool:

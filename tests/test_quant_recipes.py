@@ -317,3 +317,14 @@ def test_patterns_match_paths_and_their_ancestors():
     assert matches("blocks.3.fc2") and not matches("blocks.3.fc1")
     assert matches("aggregator.frame_blocks.0.attn.qkv") and not matches("aggregator.frame_blocks.10.attn")
     assert not matches("heads")
+
+
+def test_dynamic_inputs_are_reexported_static_and_said_so():
+    torch.manual_seed(0)
+    batch = torch.export.Dim("batch", min=2, max=4)
+    pair = torch.cat([_images(0), _images(1)])
+    program = torch.export.export(ToyViT().eval(), (pair,), dynamic_shapes={"images": {0: batch}})
+    result = quantize_program(program, "xnnpack-8da4w", progress=False)
+    assert any("static shapes" in note for note in result.notes)
+    placeholder = next(n for n in result.program.graph.nodes if n.op == "placeholder" and n.name == "images")
+    assert tuple(placeholder.meta["val"].shape) == (2, 3, IMAGE, IMAGE)
