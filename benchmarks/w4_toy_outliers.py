@@ -1,7 +1,7 @@
 """W4 on a toy transformer with outlier channels: plain RTN vs Fisher clipping vs Hadamard rotation vs both.
 
 Run: OMP_NUM_THREADS=1 python benchmarks/w4_toy_outliers.py [--group-size 32] [--act-bits 8] [--torchao]
-     [--seeds 0 1 2]
+     [--keep-mean] [--seeds 0 1 2]
 
 Every variant quantizes the same block linears (qkv, proj, fc1, fc2; embed and heads stay float) with the
 same bits and group size, so sizes match except the mixed-precision row. Task error is the relative squared
@@ -73,6 +73,7 @@ def quantize_variant(
     act_bits: int | None = None,
     w4_budget: float = 0.9,
     torchao: bool = False,
+    keep_mean: bool = False,
 ) -> tuple[ToyTransformer, dict[str, int]]:
     """A fake-quantized copy of ``base`` for one variant, and its bit plan {linear: bits}."""
     if name not in VARIANTS:
@@ -81,7 +82,9 @@ def quantize_variant(
     rotate = name in ("+rotation", "+both", "+both +mixed 0.9")
     fisher = name in ("+Fisher clip", "+both", "+both +mixed 0.9")
     if rotate:
-        fold_residual_rotation(model, toy_rotation_spec(model))
+        spec = toy_rotation_spec(model)
+        spec.fold_centring = not keep_mean
+        fold_residual_rotation(model, spec)
     blocks = list(model.blocks)
     names = [n for i, b in enumerate(blocks) for n in block_linears(b, f"blocks.{i}")]
     plan = dict.fromkeys(names, 4)
@@ -138,6 +141,7 @@ def run(
     evaluate: int = 4,
     variants: tuple[str, ...] = VARIANTS,
     torchao: bool = False,
+    keep_mean: bool = False,
 ) -> list[VariantResult]:
     """One seed: build the outlier model, quantize each variant, measure task error on held-out samples."""
     base = make_outlier_transformer(seed=seed)
@@ -148,7 +152,13 @@ def run(
     results = []
     for name in variants:
         model, plan = quantize_variant(
-            base, name, calibration, group_size=group_size, act_bits=act_bits, torchao=torchao
+            base,
+            name,
+            calibration,
+            group_size=group_size,
+            act_bits=act_bits,
+            torchao=torchao,
+            keep_mean=keep_mean,
         )
         size = plan_bytes(base, plan, group_size)
         eights = sum(bits == 8 for bits in plan.values())
@@ -168,16 +178,30 @@ def main() -> None:
         action="store_true",
         help="quantize with torchao 8da4w/8da8w (eager) instead of fake-quant",
     )
+    parser.add_argument(
+        "--keep-mean",
+        action="store_true",
+        help="rotation with fold_centring=False (RotatedLayerNorm), as VGGT needs",
+    )
     args = parser.parse_args()
     group_size = args.group_size or None
     per_seed = [
-        run(seed=s, group_size=group_size, act_bits=args.act_bits, torchao=args.torchao) for s in args.seeds
+        run(
+            seed=s,
+            group_size=group_size,
+            act_bits=args.act_bits,
+            torchao=args.torchao,
+            keep_mean=args.keep_mean,
+        )
+        for s in args.seeds
     ]
     mode = f"fake-quant W4 g{group_size or 'channel'}" + (
         f" A{args.act_bits} per token" if args.act_bits else " weight-only"
     )
     if args.torchao:
         mode = f"torchao 8da4w g{group_size or 'channel'} (dynamic int8 per-token activations), eager"
+    if args.keep_mean:
+        mode += "; rotation keeps the mean (RotatedLayerNorm)"
     print(f"toy transformer, 4 outlier channels x50, Student-t(3) weights; {mode}; seeds {args.seeds}")
     print(
         f"{'variant':20s} {'task error (mean)':>18s} {'vs plain':>9s} {'size (B)':>10s} {'int8 layers':>12s}"

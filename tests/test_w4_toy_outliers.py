@@ -43,10 +43,17 @@ def test_rotation_plus_fisher_beats_plain_rtn_at_equal_size() -> None:
         assert mixed.task_error <= 0.6 * plain.task_error
 
 
-def test_gain_survives_torchao_8da4w_numerics() -> None:
-    """Same comparison with the export path's own quantizer (torchao Intx weights, int8 dynamic activations)."""
+def test_gain_survives_torchao_8da4w_numerics_and_mean_keeping_rotation() -> None:
+    """Same comparison with the export path's own quantizer (torchao Intx weights, int8 dynamic activations)
+    and the rotation variant VGGT needs (fold_centring=False, RotatedLayerNorm)."""
     bench = _benchmark()
     plain, both = bench.run(
-        seed=1, group_size=32, calib=2, evaluate=2, variants=("plain RTN", "+both"), torchao=True
+        seed=1,
+        group_size=32,
+        calib=2,
+        evaluate=2,
+        variants=("plain RTN", "+both"),
+        torchao=True,
+        keep_mean=True,
     )
     assert both.task_error <= 0.6 * plain.task_error, (both.task_error, plain.task_error)
