@@ -119,7 +119,7 @@ def quantize_variant(
 
 
 def torchao_8da4w(model: torch.nn.Module, plan: dict[str, int], group_size: int | None) -> None:
-    """The real export-path numerics in eager: torchao Intx weights with dynamic int8 per-token activations."""
+    """Export-path numerics in eager: torchao Intx weights, dynamic int8 per-token activations."""
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
     from torchao.quantization.granularity import PerAxis, PerGroup
 

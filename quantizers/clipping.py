@@ -4,9 +4,9 @@ Why block output and not weight error: a weight error only matters through what 
 the tasks read. Each linear's quantization error is propagated to the block output with a Gauss-Newton
 estimate: random probes ``v`` with ``E[v v^T] = diag(F)`` at the block output, back-propagated to the linear's
 output, give per-token per-channel importances ``E[(J^T v)^2] = diag(J^T F J)``. Under that weighting the
-error separates over the linear's output channels, so every channel picks its own ratio from a grid.
-The chosen ratios are applied by pre-clamping weights (``pre_clip_weight``), which the export path's plain
-max-abs int4 quantization then reproduces exactly.
+error separates over the linear's output channels, so every channel picks its own ratio from a grid; one
+backward per probe serves all linears of a block. The chosen ratios are applied by pre-clamping weights
+(``pre_clip_weight``), which the export path's plain max-abs int4 quantization then reproduces exactly.
 """
 
 from __future__ import annotations
@@ -137,65 +137,107 @@ def _frozen(module: nn.Module) -> list[tuple[nn.Parameter, bool]]:
     return state
 
 
-def linear_output_importance(
+@dataclass
+class LinearActivity:
+    """Per block call: a linear's inputs [N, in] and the importance [N, out] of its outputs."""
+
+    inputs: list[torch.Tensor] = field(default_factory=list)
+    importances: list[torch.Tensor] = field(default_factory=list)
+
+
+def _with_grad_input(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The block's first tensor argument becomes a grad-requiring leaf: every activation joins the graph."""
+    if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
+        raise ValueError("a block's first positional argument must be its floating-point input tensor")
+    return (args[0].detach().requires_grad_(True), *args[1:])
+
+
+def linear_output_importances(
     block: nn.Module,
-    linear: nn.Linear,
+    linears: Mapping[str, nn.Linear],
     calls: Sequence[BlockCall],
     channel_weights: torch.Tensor | None,
     *,
     probes: int = 8,
     seed: int = 0,
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per call: the linear's inputs [N, in] and the importance [N, out] of its output for the block output.
+) -> dict[str, LinearActivity]:
+    """For every named linear: its inputs and the per-token, per-channel importance of its outputs.
 
-    importance = mean over Rademacher probes of (J^T (v * sqrt(F)))^2, an unbiased estimate of diag(J^T F J).
+    importance = mean over Rademacher probes v of (J^T (v * sqrt(F)))^2, an unbiased estimate of
+    diag(J^T F J) (Gauss-Newton). One backward per probe serves all linears of the block.
     """
     if probes < 1:
         raise ValueError(f"probes must be >= 1, got {probes}")
     generator = torch.Generator().manual_seed(seed)
-    inputs: list[torch.Tensor] = []
-    importances: list[torch.Tensor] = []
-    holder: dict[str, torch.Tensor] = {}
+    activity = {name: LinearActivity() for name in linears}
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def hook(_module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
-        if "out" in holder:
-            raise ValueError("the linear ran more than once in one block call; cannot attribute its error")
-        holder["in"] = args[0].detach().reshape(-1, linear.in_features)
-        leaf = output.detach().requires_grad_(True)
-        holder["out"] = leaf
-        return leaf
+    def make_hook(name: str, linear: nn.Linear) -> Any:
+        def hook(_module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
+            if name in seen:
+                raise ValueError(f"{name} ran more than once in one block call; cannot attribute its error")
+            seen[name] = (args[0].detach().reshape(-1, linear.in_features), output)
+
+        return hook
 
     state = _frozen(block)
-    handle = linear.register_forward_hook(hook)
+    handles = [linear.register_forward_hook(make_hook(name, linear)) for name, linear in linears.items()]
     try:
         with torch.enable_grad():
             for args, kwargs in calls:
-                holder.clear()
-                out = primary_tensor(block(*args, **kwargs))
-                if "out" not in holder:
-                    raise ValueError("the linear did not run inside the block")
-                leaf = holder["out"]
-                sqrt_w = (
-                    channel_weights.to(out.device, out.dtype).sqrt() if channel_weights is not None else None
-                )
-                total = torch.zeros_like(leaf)
+                seen.clear()
+                out = primary_tensor(block(*_with_grad_input(args), **kwargs))
+                missing = [name for name in linears if name not in seen]
+                if missing:
+                    raise ValueError(f"linears did not run inside the block: {missing}")
+                names = list(linears)
+                outputs = [seen[name][1] for name in names]
+                sqrt_w = None if channel_weights is None else channel_weights.to(out.device, out.dtype).sqrt()
+                totals = [torch.zeros_like(o) for o in outputs]
                 for p in range(probes):
                     signs = (
                         torch.randint(0, 2, out.shape, generator=generator).to(out.device, out.dtype) * 2 - 1
                     )
                     probe = signs * sqrt_w if sqrt_w is not None else signs
-                    (grad,) = torch.autograd.grad(
-                        out, leaf, probe, retain_graph=p + 1 < probes, allow_unused=True
+                    grads = torch.autograd.grad(
+                        out, outputs, probe, retain_graph=p + 1 < probes, allow_unused=True
                     )
-                    if grad is not None:
-                        total += grad.pow(2)
-                inputs.append(holder["in"])
-                importances.append((total / probes).reshape(-1, linear.out_features))
+                    for total, grad in zip(totals, grads, strict=True):
+                        if grad is not None:
+                            total += grad.detach().pow(2)
+                for name, total in zip(names, totals, strict=True):
+                    activity[name].inputs.append(seen[name][0])
+                    activity[name].importances.append(
+                        (total / probes).reshape(-1, linears[name].out_features)
+                    )
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
         for p, requires_grad in state:
             p.requires_grad_(requires_grad)
-    return inputs, importances
+    return activity
+
+
+def clip_ratios_from_activity(
+    linear: nn.Linear,
+    activity: LinearActivity,
+    *,
+    bits: int = 4,
+    group_size: int | None = None,
+    ratios: Sequence[float] = DEFAULT_CLIP_RATIOS,
+) -> torch.Tensor:
+    """Per output channel ratio [out] minimising sum over tokens of importance * (x @ dW^T)^2."""
+    if not ratios or any(not 0.0 < r <= 1.0 for r in ratios):
+        raise ValueError(f"ratios must be a non-empty grid inside (0, 1], got {list(ratios)}")
+    grid = sorted(set(ratios), reverse=True)  # 1.0 first: ties keep the unclipped scale
+    weight = linear.weight.detach()
+    errors = torch.zeros(len(grid), linear.out_features, dtype=torch.float64)
+    for k, ratio in enumerate(grid):
+        delta = fake_quantize_weight(weight, bits, group_size, ratio) - weight
+        for x, importance in zip(activity.inputs, activity.importances, strict=True):
+            errors[k] += (importance * (x @ delta.T).pow(2)).double().sum(dim=0).cpu()
+    best = errors.argmin(dim=0)
+    return torch.tensor(grid, dtype=weight.dtype)[best].to(weight.device)
 
 
 def search_linear_clip_ratios(
@@ -210,21 +252,13 @@ def search_linear_clip_ratios(
     probes: int = 8,
     seed: int = 0,
 ) -> torch.Tensor:
-    """Per output channel clip ratio [out] minimising the importance-weighted output error over the grid."""
-    if not ratios or any(not 0.0 < r <= 1.0 for r in ratios):
-        raise ValueError(f"ratios must be a non-empty grid inside (0, 1], got {list(ratios)}")
-    grid = sorted(set(ratios), reverse=True)  # 1.0 first: ties keep the unclipped scale
-    inputs, importances = linear_output_importance(
-        block, linear, calls, channel_weights, probes=probes, seed=seed
+    """Per output channel clip ratio [out] for one linear of a block (see ``linear_output_importances``)."""
+    activity = linear_output_importances(
+        block, {"linear": linear}, calls, channel_weights, probes=probes, seed=seed
     )
-    weight = linear.weight.detach()
-    errors = torch.zeros(len(grid), linear.out_features, dtype=torch.float64)
-    for k, ratio in enumerate(grid):
-        delta = fake_quantize_weight(weight, bits, group_size, ratio) - weight
-        for x, importance in zip(inputs, importances, strict=True):
-            errors[k] += (importance * (x @ delta.T).pow(2)).double().sum(dim=0).cpu()
-    best = errors.argmin(dim=0)
-    return torch.tensor(grid, dtype=weight.dtype)[best].to(weight.device)
+    return clip_ratios_from_activity(
+        linear, activity["linear"], bits=bits, group_size=group_size, ratios=ratios
+    )
 
 
 @dataclass
@@ -295,17 +329,12 @@ def apply_fisher_clipping(
         unknown = [n for n in names if n not in all_linears]
         if unknown:
             raise ValueError(f"block {block_name!r} has no linears named {unknown}")
+        activity = linear_output_importances(
+            block, {n: all_linears[n] for n in names}, calls, weights, probes=probes, seed=seed
+        )
         chosen = {
-            name: search_linear_clip_ratios(
-                block,
-                all_linears[name],
-                calls,
-                weights,
-                bits=bits,
-                group_size=group_size,
-                ratios=ratios,
-                probes=probes,
-                seed=seed,
+            name: clip_ratios_from_activity(
+                all_linears[name], activity[name], bits=bits, group_size=group_size, ratios=ratios
             )
             for name in names
         }

@@ -189,7 +189,7 @@ def _validate(model: nn.Module, spec: RotationSpec) -> tuple[list, list]:
 def _fold_input_side(
     module: nn.Module, gamma: torch.Tensor | None, beta: torch.Tensor | None, right: torch.Tensor
 ) -> None:
-    """Absorb the norm affine (gamma * n + beta) into a reader, then rotate its input channels by ``right``."""
+    """Absorb the norm affine (gamma * n + beta) into a reader, then rotate its inputs by ``right``."""
     weight = module.weight.detach().double()
     if beta is not None:
         # The bias a constant input beta produces: sum over input channels (and kernel taps, for convs).
