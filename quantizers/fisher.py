@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -206,7 +207,7 @@ def compute_block_fisher(
                             )
                 count += 1
                 if progress:
-                    print(f"fisher: sample {count} done", flush=True)
+                    print(f"fisher: sample {count} done", file=sys.stderr, flush=True)
     finally:
         for handle in handles:
             handle.remove()
