@@ -43,8 +43,9 @@ def test_xnnpack_lowered_program_runs_and_matches_eager():
     model = toy_vit(head=True, depth=1)
     args = image_input()
     ep = P.apply(export_toy(model, args), "xnnpack")
-    pte = P.lower_xnnpack(ep).to_executorch().buffer
-    out = _load_for_executorch_from_buffer(pte).forward(list(args))[0]
+    pte = P.lower_xnnpack(ep).to_executorch().buffer  # keep alive: the loaded program points into it
+    program = _load_for_executorch_from_buffer(pte)
+    out = program.forward(list(args))[0]
     assert rel_err(out, model(*args)) <= 1e-5
 
 
@@ -66,6 +67,9 @@ def test_pass_lists_keep_outputs_and_are_idempotent(backend):
     out, reports = P.apply_with_report(ep, backend)
     assert [r.name for r in reports] == P.pass_names(backend)
     assert rel_err(out.module()(*args), model(*args)) <= 1e-5
+    # Quantization re-exports the program: the rewritten graph and its new constants must survive that.
+    reexported = torch.export.export(out.module(), args, strict=False)
+    assert rel_err(reexported.module()(*args), model(*args)) <= 1e-5
     again = P.apply_with_report(out, backend)[1]
     assert not any(r.changed for r in again), [r.name for r in again if r.changed]
     # The original program is untouched (passes work on a copy).
