@@ -7,6 +7,8 @@ rotation spec. Block layout mirrors DINOv2/VGGT blocks: fused qkv, LayerScale, G
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -143,12 +145,14 @@ def toy_rotation_spec(model: ToyTransformer) -> RotationSpec:
     )
 
 
-def toy_tasks() -> dict[str, object]:
+def toy_tasks() -> dict[str, Callable[[dict[str, torch.Tensor]], torch.Tensor]]:
     """Task outputs for the Fisher pass (FGQ differentiates each task output's sum)."""
     return {"pose": lambda outputs: outputs["pose"], "depth": lambda outputs: outputs["depth"]}
 
 
-def toy_samples(count: int, *, batch: int = 2, tokens: int = 32, in_dim: int = 16, seed: int = 1) -> list:
+def toy_samples(
+    count: int, *, batch: int = 2, tokens: int = 32, in_dim: int = 16, seed: int = 1
+) -> list[torch.Tensor]:
     """Heavy-tailed input tokens (Gaussian times a log-normal per-token scale), one tensor per sample."""
     generator = torch.Generator().manual_seed(seed)
     samples = []
