@@ -65,9 +65,10 @@ build_preset() {
     *) fail "unknown preset '$preset' (host, aarch64-linux, android-arm64-v8a)" ;;
   esac
   if [[ ! -f "$build/CMakeCache.txt" || ${#extra[@]} -gt 0 ]]; then
-    (cd "$here" && cmake --preset "$preset" "${extra[@]}" >"$build.configure.log" 2>&1) || {
-      tail -n 30 "$build.configure.log" >&2
-      fail "configuring $preset failed (log: $build.configure.log)"
+    mkdir -p "$build"
+    (cd "$here" && cmake --preset "$preset" "${extra[@]}" >"$build/configure.log" 2>&1) || {
+      tail -n 30 "$build/configure.log" >&2
+      fail "configuring $preset failed (log: $build/configure.log)"
     }
   fi
   cmake --build "$build" --parallel "${VGGT_ET_BUILD_JOBS:-2}" >&2 || fail "building $preset failed"
