@@ -228,3 +228,16 @@ def bench(model, host, adb_serial, runner, iters, threads, json_path) -> None:
         )
     except bench_module.USER_ERRORS as exc:
         raise UserError(str(exc)) from None
+
+
+@main.command()
+@click.option("-o", "--out-dir", default="vggt_et_demo", show_default=True)
+def demo(out_dir: str) -> None:
+    """End to end on embedded defaults: synthetic scene, tiny model, XNNPACK .pte, run, compare."""
+    from vggt_et.demo import run_demo
+
+    run_demo(Path(out_dir))
+
+
+if __name__ == "__main__":
+    main()

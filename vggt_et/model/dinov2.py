@@ -57,7 +57,9 @@ class DinoVisionTransformer(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
 
-    def interpolate_pos_encoding(self, num_patches: int, height: int, width: int) -> torch.Tensor:
+    def interpolate_pos_encoding(
+        self, num_patches: int, height: int, width: int, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
         """Position embedding for an H×W image: the stored grid, bicubic-antialias resized when needed.
 
         Resized in float32 with `size=` (interpolate_offset 0), as DINOv2 in VGGT does; the stored table
@@ -78,14 +80,14 @@ class DinoVisionTransformer(nn.Module):
             antialias=True,
         )
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim)
-        return torch.cat((cls_pos, patch_pos), dim=1).to(self.pos_embed.dtype)
+        return torch.cat((cls_pos, patch_pos), dim=1).to(dtype or self.pos_embed.dtype)
 
     def prepare_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """[cls, registers, patches]; position embedding added to cls and patches only."""
         height, width = images.shape[-2:]
         x = self.patch_embed(images)
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
-        x = x + self.interpolate_pos_encoding(x.shape[1] - 1, height, width)
+        x = x + self.interpolate_pos_encoding(x.shape[1] - 1, height, width, x.dtype)
         registers = self.register_tokens.expand(x.shape[0], -1, -1)
         return torch.cat((x[:, :1], registers, x[:, 1:]), dim=1)
 

@@ -62,7 +62,8 @@ def add_pos_embed(x: torch.Tensor, image_width: int, image_height: int, ratio: f
     """x + ratio · sin/cos embedding of the feature map's uv grid (depends on shapes only)."""
     height, width = x.shape[-2:]
     grid = uv_grid(width, height, image_width / image_height, x.dtype, x.device)
-    emb = grid_to_embed(grid, x.shape[1]) * ratio
+    # The embedding is built in float32 (float64 inside); cast so a float16 model stays float16.
+    emb = (grid_to_embed(grid, x.shape[1]) * ratio).to(x.dtype)
     return x + emb.permute(2, 0, 1)[None].expand(x.shape[0], -1, -1, -1)
 
 

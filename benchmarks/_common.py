@@ -1,0 +1,53 @@
+"""Shared pieces of the benchmark scripts: running the CLI in a fresh process, timing, tables."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+
+def machine() -> str:
+    """Where the figures were taken, printed beside every table."""
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM"
+
+
+def run_cli(args: list[str]) -> None:
+    """`vggt-et ARGS` in a fresh process, so its peak RSS is its own; stderr streams through for progress."""
+    cmd = [sys.executable, "-m", "vggt_et.cli", *args]
+    print("$ vggt-et " + " ".join(args), file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True, stdout=sys.stderr)
+
+
+def read_json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def time_calls(fn: Callable[[], object], iters: int, warmup: int = 1) -> dict[str, float]:
+    """Wall-clock milliseconds of `iters` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    arr = np.array(times)
+    return {"min": float(arr.min()), "median": float(np.median(arr)), "max": float(arr.max())}

@@ -1,0 +1,132 @@
+"""Compile VGGT to XNNPACK and measure it side by side with our eager model, in one run.
+
+    python benchmarks/compile_vggt.py                       # vggt-1b, random weights, 2x518x518, depth
+    python benchmarks/compile_vggt.py --preset small --iters 3
+    python benchmarks/compile_vggt.py --tflite              # adds a litert-torch column (extra installed)
+
+Prints compile wall time per stage, peak RSS of the compile process and its ratio to the program's fp32
+weight bytes, .pte size, delegated share and segments, and latency of the .pte vs eager (same inputs,
+same threads), with ratios. Targets (issue 4): RSS ratio <= 2.0, total compile <= 5 min, .pte/eager
+latency <= 0.6, .pte/TFLite latency <= 0.85.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from _common import machine, read_json, run_cli, time_calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--preset", default="vggt-1b")
+    parser.add_argument("--frames", type=int, default=2)
+    parser.add_argument("--height", type=int, default=518)
+    parser.add_argument("--width", type=int, default=518)
+    parser.add_argument("--outputs", default="depth")
+    parser.add_argument("--iters", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--tflite", action="store_true")
+    parser.add_argument("--work-dir", default=None, help="Keep the .pte and reports here.")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="vggt-et-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    pte, report_path = work / f"{args.preset}_xnnpack_fp32.pte", work / f"{args.preset}_xnnpack_fp32.json"
+    shape = ["--frames", str(args.frames), "--height", str(args.height), "--width", str(args.width)]
+    common = ["--preset", args.preset, "--random-weights", *shape, "--outputs", args.outputs]
+    run_cli(
+        [
+            "compile",
+            *common,
+            "--backend",
+            "xnnpack",
+            "--quant",
+            "fp32",
+            "-o",
+            str(pte),
+            "--report",
+            str(report_path),
+        ]
+    )
+    report = read_json(report_path)
+
+    from vggt_et.export import VGGTProgram, parse_outputs
+    from vggt_et.inference import run_program
+    from vggt_et.model.loading import load_model
+    from vggt_et.runtime.program import set_threads
+
+    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
+    images = np.random.default_rng(0).random((1, args.frames, 3, args.height, args.width), dtype=np.float32)
+    print(f"timing the .pte ({args.iters} iterations) ...", file=sys.stderr, flush=True)
+    pte_ms = time_calls(lambda: run_program(pte, images), args.iters)
+
+    groups = parse_outputs(args.outputs)
+    heads = sorted({"depth": "depth", "points": "point", "camera": "camera"}[g] for g in groups)
+    eager = VGGTProgram(load_model(args.preset, random_weights=True, heads=heads), groups).eval()
+    x = torch.from_numpy(images)
+    print(f"timing eager ({args.iters} iterations) ...", file=sys.stderr, flush=True)
+    with torch.no_grad():
+        eager_ms = time_calls(lambda: eager(x), args.iters)
+
+    tflite_ms = None
+    if args.tflite:
+        tfl = work / f"{args.preset}.tflite"
+        run_cli(
+            ["compile", *common, "--backend", "tflite", "-o", str(tfl), "--report", str(work / "tflite.json")]
+        )
+        from vggt_et.tflite import run_tflite
+
+        tflite_ms = time_calls(lambda: run_tflite(str(tfl), images), args.iters)
+
+    print(f"\nvggt-et compile benchmark on {machine()}, {args.threads} threads")
+    print(
+        f"{args.preset}, random weights, {args.frames}x{args.height}x{args.width}, outputs {args.outputs}, XNNPACK fp32\n"
+    )
+    rows = [(stage, f"{s:.1f} s") for stage, s in report["stage_seconds"].items()]
+    rows += [
+        ("total compile", f"{report['total_seconds']:.1f} s  (target <= 300 s)"),
+        ("peak RSS", f"{report['peak_rss_bytes'] / 2**30:.2f} GiB"),
+        ("fp32 weight bytes", f"{report['weight_bytes'] / 2**30:.2f} GiB"),
+        ("peak RSS / weights", f"{report['peak_rss_over_weights']:.2f}  (target <= 2.0)"),
+        (".pte size", f"{report['pte_bytes'] / 2**20:.1f} MiB"),
+        ("delegated compute ops", f"{100 * report['delegated_fraction']:.2f} %"),
+        ("delegate segments", str(report["delegate_segments"])),
+        ("non-delegated ops", json.dumps(report["non_delegated"])),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
+    print(f"\n{'latency (ms)':<14}{'min':>10}{'median':>10}{'max':>10}")
+    for name, ms in (("eager", eager_ms), (".pte", pte_ms), ("tflite", tflite_ms)):
+        if ms:
+            print(f"{name:<14}{ms['min']:>10.0f}{ms['median']:>10.0f}{ms['max']:>10.0f}")
+    ratio = pte_ms["median"] / eager_ms["median"]
+    print(f"\n.pte / eager latency: {ratio:.2f}  (target <= 0.6)")
+    if tflite_ms:
+        print(f".pte / TFLite latency: {pte_ms['median'] / tflite_ms['median']:.2f}  (target <= 0.85)")
+    if args.json:
+        summary = {
+            "machine": machine(),
+            "threads": args.threads,
+            "compile": report,
+            "eager_ms": eager_ms,
+            "pte_ms": pte_ms,
+            "tflite_ms": tflite_ms,
+            "pte_over_eager": ratio,
+        }
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
