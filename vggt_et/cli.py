@@ -26,6 +26,17 @@ class _Commands(click.Group):
 @click.version_option(package_name="vggt-et")
 def main() -> None:
     """vggt-et: compile VGGT into ExecuTorch programs for phones."""
+    _quiet_third_party()
+
+
+def _quiet_third_party() -> None:
+    """Hide import-time chatter of the stack (torchao's optional CUDA kernels, pytree deprecations)."""
+    import logging
+    import warnings
+
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*is an Enum subclass.*")
 
 
 @main.command()
