@@ -17,8 +17,8 @@ import tempfile
 import time
 
 import torch
-import vggt_et.passes as P
 
+import vggt_et.passes as P
 from vggt_et.export import ProgramShape, export_program
 
 

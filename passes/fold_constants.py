@@ -10,6 +10,7 @@ elsewhere: folding them would store the weight twice. Identical folded tensors a
 from __future__ import annotations
 
 import hashlib
+import sys
 from typing import Any
 
 import torch
@@ -108,15 +109,18 @@ def fold_constants(ep: ExportedProgram) -> tuple[ExportedProgram, int]:
             if cur.op == "placeholder":
                 values[cur] = constant_value(ep, consts[cur.name])
             else:
-                args = _materialize(cur.args, values)
-                kwargs = _materialize(cur.kwargs, values)
-                with torch.no_grad():
-                    values[cur] = cur.target(*args, **kwargs)
+                values[cur] = _run(cur, _materialize(cur.args, values), _materialize(cur.kwargs, values))
         return values[node]
 
     seen: dict[tuple, Node] = {}
+    folded = 0
     for target in chosen:
-        tensor = evaluate(target)
+        try:
+            tensor = evaluate(target)
+        except (RuntimeError, NotImplementedError) as e:  # leave it to run time, say why
+            print(f"fold_constants: cannot evaluate {target.name} ({target.target}): {e}", file=sys.stderr)
+            continue
+        folded += 1
         tensor = tensor.detach().clone().contiguous()
         key = _digest(tensor)
         if key not in seen:
@@ -126,7 +130,25 @@ def fold_constants(ep: ExportedProgram) -> tuple[ExportedProgram, int]:
                     seen[key].meta[k] = target.meta[k]
         target.replace_all_uses_with(seen[key])
     values.clear()
-    return finalize(ep), len(chosen)
+    return finalize(ep), folded
+
+
+def _run(node: Node, args: Any, kwargs: Any) -> Any:
+    """Run one op on real tensors; half-precision ops without a CPU kernel (e.g. bicubic-aa) run in fp32."""
+    with torch.no_grad():
+        try:
+            return node.target(*args, **kwargs)
+        except (RuntimeError, NotImplementedError):
+            low = (torch.float16, torch.bfloat16)
+
+            def up(t: Any) -> Any:
+                return t.float() if isinstance(t, torch.Tensor) and t.dtype in low else t
+
+            out = node.target(*torch.utils._pytree.tree_map(up, args), **torch.utils._pytree.tree_map(up, kwargs))
+            want = node.meta.get("val")
+            if isinstance(out, torch.Tensor) and isinstance(want, torch.Tensor):
+                return out.to(want.dtype)
+            return out
 
 
 def _pure_relayout_of_shared_weight(target: Node, is_const: dict[Node, bool]) -> bool:

@@ -43,7 +43,7 @@ PASSES: dict[str, PassFn] = {
 }
 
 _COMMON_HEAD = ["fold_constants", "float_scalars", "select_to_slice", "simplify_layout", "sink_reshapes"]
-_COMMON_TAIL = ["fold_constants", "simplify_layout"]
+_COMMON_TAIL = ["fold_constants", "float_scalars", "simplify_layout"]
 PASS_LISTS: dict[str, list[str]] = {
     # XNNPACK takes neither LayerNorm nor select/expand: rewrite them all.
     "xnnpack": _COMMON_HEAD

@@ -90,19 +90,28 @@ def _rewrite(ep, reshape: Node, e: Node, full, target, consts) -> Node | None:
 
 
 def float_scalars(ep: ExportedProgram) -> tuple[ExportedProgram, int]:
-    """Write int scalars of float element-wise ops as floats. Returns (program, rewrites)."""
+    """Write int scalars of float element-wise ops as floats; in fp16/bf16 graphs, as 0-d constants of that
+    dtype (to_edge would otherwise lift them as fp32 and add a cast XNNPACK leaves out). Returns (program,
+    rewrites)."""
     count = 0
-    for node in ep.graph.nodes:
-        if node.op != "call_function" or node.target not in _BINARY:
+    for node in list(ep.graph.nodes):
+        if node.op != "call_function" or node.target not in _BINARY[:4]:
             continue
         out = node.meta.get("val")
         if not isinstance(out, torch.Tensor) or not out.dtype.is_floating_point:
             continue
         args = list(node.args)
-        hits = [i for i, a in enumerate(args[:2]) if isinstance(a, int) and not isinstance(a, bool)]
+        hits = [i for i, a in enumerate(args[:2]) if isinstance(a, (int, float)) and not isinstance(a, bool)]
+        low_precision = out.dtype in (torch.float16, torch.bfloat16)
+        changed = False
         for i in hits:
-            args[i] = float(args[i])
-        if hits:
+            if low_precision:
+                args[i] = add_constant(ep, torch.tensor(float(args[i]), dtype=out.dtype), "_scalar_const")
+                changed = True
+            elif isinstance(args[i], int):
+                args[i] = float(args[i])
+                changed = True
+        if changed:
             node.args = tuple(args)
             count += 1
     return finalize(ep), count

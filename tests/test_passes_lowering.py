@@ -6,8 +6,9 @@ import json
 
 import pytest
 import torch
-import vggt_et.passes as P
 from toy_transformers import export_toy, image_input, toy_vit
+
+import vggt_et.passes as P
 from vggt_et.passes.graph_utils import copy_program
 
 
@@ -101,3 +102,22 @@ def test_unknown_backend_and_broken_pass_are_named(monkeypatch):
     monkeypatch.setitem(P.PASSES, "breaks", breaks)
     with pytest.raises(P.PassError, match="breaks"):
         P.run_passes(ep, ["fold_constants", "breaks"])
+
+
+def test_fp16_program_folds_and_has_no_fp32_scalars():
+    """fp16 exports: bicubic-aa has no CPU half kernel (folding computes it in fp32), and scalar operands
+    become fp16 constants so to_edge adds no fp32→fp16 casts (which XNNPACK leaves outside)."""
+    model = toy_vit(head=True, depth=1)
+    args = image_input()
+    ref = model(*args).detach()
+    half_args = tuple(a.half() for a in args)
+    ep = export_toy(model.half(), half_args)
+    out, reports = P.apply_with_report(ep, "xnnpack")
+    assert torch.ops.aten._upsample_bicubic2d_aa.vec not in {n.target for n in out.graph.nodes}
+    binary = (torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor, torch.ops.aten.sub.Tensor)
+    scalars = [a for n in out.graph.nodes if n.op == "call_function" and n.target in binary
+               for a in n.args if isinstance(a, (int, float))]
+    assert scalars == []
+    assert all(t.dtype == torch.float16 for t in out.constants.values())
+    assert rel_err(out.module()(*half_args).float(), ref) <= 1e-2  # fp16 arithmetic
+    assert not any(r.changed for r in P.apply_with_report(out, "xnnpack")[1])

@@ -6,9 +6,10 @@ import einops
 import pytest
 import torch
 import torch.nn.functional as F
-import vggt_et.passes as P
 from torch import nn
 from toy_transformers import SdpaVariants, export_toy, image_input, sdpa_inputs, toy_vit
+
+import vggt_et.passes as P
 from vggt_et.passes.graph_utils import copy_program
 
 aten = torch.ops.aten
