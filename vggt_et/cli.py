@@ -214,9 +214,10 @@ def compare(model, preset, checkpoint, random_weights, seed, against, calib_data
     click.echo(f"{model} vs {against} on {report['inputs']}")
     click.echo(format_table(["output", "rel_l2", "max_abs", "abs_rel", "delta1"], rows))
     if "ground_truth" in report:
-        gt = [(who, m.get("abs_rel", ""), m.get("delta1", "")) for who, m in report["ground_truth"].items()]
-        click.echo("\nagainst ground-truth depth (median-scaled per frame)")
-        click.echo(format_table(["model", "abs_rel", "delta1"], gt))
+        keys = ["abs_rel", "delta1", "rot_err_deg", "trans_err_deg", "auc30"]
+        gt = [(who, *(m.get(k, "") for k in keys)) for who, m in report["ground_truth"].items()]
+        click.echo("\nagainst ground truth (depth median-scaled per frame; cameras as relative poses)")
+        click.echo(format_table(["model", *keys], gt))
     if json_path:
         write_json(json_path, report)
 
