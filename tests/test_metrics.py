@@ -23,7 +23,10 @@ def _rot_y(deg: float) -> np.ndarray:
 
 def _cams(angles: list[float], translations: list[list[float]]) -> np.ndarray:
     return np.stack(
-        [np.concatenate([_rot_y(a), np.array(t)[:, None]], axis=1) for a, t in zip(angles, translations)]
+        [
+            np.concatenate([_rot_y(a), np.array(t)[:, None]], axis=1)
+            for a, t in zip(angles, translations, strict=True)
+        ]
     )
 
 
