@@ -36,6 +36,7 @@ def _vm_kib(field: str) -> int:
 def python_child(model: str, inputs: list[str], iters: int, warmup: int, threads: int) -> None:
     """Runs in a subprocess: load, warm up, time; prints one JSON line."""
     from executorch.runtime import Runtime
+
     from vggt_et.runtime.program import PteProgram
 
     Runtime.get()  # imports and registers backends here, so load_ms is the program's load alone

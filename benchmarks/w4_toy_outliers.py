@@ -15,6 +15,7 @@ import copy
 from dataclasses import dataclass
 
 import torch
+
 from vggt_et.quantizers.clipping import apply_fisher_clipping, block_linears, capture_block_inputs
 from vggt_et.quantizers.fisher import compute_block_fisher
 from vggt_et.quantizers.mixed_precision import plan_mixed_precision

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from vggt_et.runtime.adb import AdbDevice, AdbError, total_bytes
 from vggt_et.runtime.program import ProgramError, PteProgram, example_inputs
 

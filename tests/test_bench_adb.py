@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from vggt_et.runtime.adb import AdbError
 from vggt_et.runtime.bench import REMOTE_ROOT, BenchError, bench_command, format_table, run_bench
 from vggt_et.runtime.runner_build import build_runner

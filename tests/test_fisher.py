@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from torch import nn
+
 from vggt_et.quantizers.fisher import FisherStats, compute_block_fisher, plot_fisher_heatmap
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from vggt_et.quantizers.calibration import (
     CalibrationError,
     calibrate,
@@ -252,6 +253,7 @@ def test_calibration_without_samples_fails_clearly(toy):
 
 def test_observer_checks_catch_an_uncalibrated_module(toy):
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
     from vggt_et.quantizers.pt2e_recipes import xnnpack_quantizer
 
     prepared = prepare_pt2e(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from vggt_et.runtime.program import PteProgram, example_inputs
 from vggt_et.runtime.runner_build import build_runner
 from vggt_et.runtime.toy import cached_toy_pte

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from vggt_et.runtime.program import (
     ProgramError,
     PteProgram,

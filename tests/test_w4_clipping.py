@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+
 from vggt_et.quantizers.clipping import (
     apply_fisher_clipping,
     block_linears,

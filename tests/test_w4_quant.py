@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+
 from vggt_et.quantizers.w4_transforms import (
     fake_quantize_activation_per_token,
     fake_quantize_linears,
