@@ -6,9 +6,7 @@ code is not a test dependency); these tests pin the conventions that comparison 
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,19 +23,11 @@ from vggt_et.model.track_modules import (
 )
 from vggt_et.model.track_predictor import BaseTrackerPredictor
 
-MANIFEST_CANDIDATES = (
-    Path(__file__).parent / "data" / "vggt1b_state_dict_manifest.json",
-    Path("/work/shared/vggt1b_state_dict_manifest.json"),
-)
 VGGT1B_TRACK_HEAD_PARAMS = 65_941_396
 
 
-def _manifest_section(prefix: str) -> dict[str, list[int]]:
-    for path in MANIFEST_CANDIDATES:
-        if path.exists():
-            tensors = json.loads(path.read_text())["tensors"]
-            return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    pytest.skip("VGGT-1B state-dict manifest not available")
+def _section(manifest: dict, prefix: str) -> dict[str, list[int]]:
+    return {k[len(prefix) :]: v for k, v in manifest["tensors"].items() if k.startswith(prefix)}
 
 
 def _shapes(module: torch.nn.Module) -> dict[str, list[int]]:
@@ -47,8 +37,8 @@ def _shapes(module: torch.nn.Module) -> dict[str, list[int]]:
 # --------------------------------------------------------------------------------- checkpoint layout
 
 
-def test_tracker_matches_vggt1b_manifest_keys_shapes_and_order():
-    expected = _manifest_section("track_head.tracker.")
+def test_tracker_matches_vggt1b_manifest_keys_shapes_and_order(manifest):
+    expected = _section(manifest, "track_head.tracker.")
     with torch.device("meta"):
         tracker = BaseTrackerPredictor(
             stride=2, corr_levels=7, corr_radius=4, latent_dim=128, hidden_size=384
@@ -56,8 +46,8 @@ def test_tracker_matches_vggt1b_manifest_keys_shapes_and_order():
     assert list(_shapes(tracker).items()) == list(expected.items())
 
 
-def test_track_head_matches_vggt1b_manifest():
-    expected = _manifest_section("track_head.")
+def test_track_head_matches_vggt1b_manifest(manifest):
+    expected = _section(manifest, "track_head.")
     with torch.device("meta"):
         head = TrackHead(dim_in=2048, patch_size=14)
     assert _shapes(head) == expected
