@@ -23,11 +23,11 @@ from .manager import (
 from .rank import float_scalars, signed_expm1, sink_reshapes
 from .rotate_half import rewrite_rotate_half
 from .sdpa import decompose_sdpa
-from .slicing import select_to_slice
+from .slicing import push_slices, select_to_slice
 
 __all__ = [
     "BACKENDS", "PASSES", "PASS_LISTS", "PassError", "PassReport", "apply", "apply_with_report",
     "audit_program", "count_ops", "coverage", "decompose_layer_norm", "decompose_sdpa", "fold_constants",
     "format_audit", "lower_xnnpack", "max_compute_rank", "pass_names", "rewrite_rotate_half", "run_passes",
-    "select_to_slice", "simplify_layout", "sink_reshapes", "float_scalars", "signed_expm1",
+    "select_to_slice", "simplify_layout", "sink_reshapes", "float_scalars", "signed_expm1", "push_slices",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -84,9 +85,21 @@ def _output_specs(ep: ExportedProgram) -> list:
     return out
 
 
+_FAKE_MODES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def fake_mode_of(graph: Graph):
-    vals = [n.meta.get("val") for n in graph.nodes if n.op == "placeholder"]
-    mode = detect_fake_mode([v for v in vals if isinstance(v, torch.Tensor)])
+    """The graph's FakeTensorMode (cached: `emit` asks once per new node, and big graphs have many inputs)."""
+    mode = _FAKE_MODES.get(graph)
+    if mode is not None:
+        return mode
+    for n in graph.nodes:
+        if n.op == "placeholder" and isinstance(n.meta.get("val"), torch.Tensor):
+            mode = detect_fake_mode([n.meta["val"]])
+            if mode is not None:
+                break
+    if mode is not None:
+        _FAKE_MODES[graph] = mode
     if mode is None:
         raise PassError(
             "graph has no fake-tensor metadata on its inputs; pass an ExportedProgram from torch.export"

@@ -21,7 +21,7 @@ from .layout import simplify_layout
 from .rank import float_scalars, signed_expm1, sink_reshapes
 from .rotate_half import rewrite_rotate_half
 from .sdpa import decompose_sdpa
-from .slicing import select_to_slice
+from .slicing import push_slices, select_to_slice
 
 PassFn = Callable[[ExportedProgram], tuple[ExportedProgram, int]]
 
@@ -40,6 +40,7 @@ PASSES: dict[str, PassFn] = {
     "sink_reshapes": sink_reshapes,
     "float_scalars": float_scalars,
     "signed_expm1": signed_expm1,
+    "push_slices": push_slices,
 }
 
 _COMMON_HEAD = ["fold_constants", "float_scalars", "select_to_slice", "simplify_layout", "sink_reshapes"]
@@ -50,7 +51,7 @@ PASS_LISTS: dict[str, list[str]] = {
     + ["decompose_sdpa", "decompose_layer_norm", "rotate_half", "signed_expm1"]
     + _COMMON_TAIL,
     # QNN HTP has a LayerNorm op, wants single-head attention and rank <= 4.
-    "qnn": _COMMON_HEAD + ["split_head_sdpa", "rotate_half"] + _COMMON_TAIL,
+    "qnn": _COMMON_HEAD + ["split_head_sdpa", "rotate_half", "push_slices"] + _COMMON_TAIL,
     # Portable kernels: only what makes the graph smaller.
     "portable": _COMMON_HEAD + ["decompose_sdpa"] + _COMMON_TAIL,
     # TFLite (litert-torch): rank <= 4, explicit attention.

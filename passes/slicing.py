@@ -9,6 +9,7 @@ linear's output followed by a rank-4 reshape and permute: no select, no rank-5 t
 
 from __future__ import annotations
 
+import collections
 import operator
 
 import torch
@@ -109,9 +110,9 @@ def select_to_slice(ep: ExportedProgram) -> tuple[ExportedProgram, int]:
         graph.erase_node(node)
         changes += 1
 
-    work = [n for n in graph.nodes if n.op == "call_function" and n.target in SELECT_OPS]
+    work = collections.deque(n for n in graph.nodes if n.op == "call_function" and n.target in SELECT_OPS)
     while work:
-        node = work.pop(0)
+        node = work.popleft()
         x = node.args[0]
         shape = static_shape(x)
         if shape is None:
@@ -159,3 +160,73 @@ def _as_permutation(node: Node, rank: int) -> list[int]:
     perm = list(range(rank))
     perm[a], perm[b] = perm[b], perm[a]
     return perm
+
+
+def push_slices(ep: ExportedProgram) -> tuple[ExportedProgram, int]:
+    """slice(permute(y)) → permute(slice(y)) and slice(reshape(z)) → reshape(slice(z)) where exact.
+
+    Only when every user of the permute/reshape is a slice (otherwise the big tensor is still made). After
+    per-head attention this slices q/k/v straight out of the qkv projection: the head permutes then only
+    move size-1 dims, which `simplify_layout` turns into free reshapes.
+    """
+    graph = ep.graph
+    moves = 0
+    changed = True
+    while changed:
+        changed = False
+        for src in list(graph.nodes):
+            if getattr(src, "_erased", False) or src.op != "call_function" or not src.users:
+                continue
+            if src.target not in (aten.permute.default, aten.transpose.int) + RESHAPE_OPS:
+                continue
+            users = list(src.users)
+            if not all(u.op == "call_function" and u.target == aten.slice.Tensor for u in users):
+                continue
+            plans = [_plan_slice(src, u) for u in users]
+            if any(p is None for p in plans):
+                continue
+            for user, plan in zip(users, plans, strict=True):
+                with graph.inserting_before(user):
+                    new = plan()
+                user.replace_all_uses_with(new)
+                graph.erase_node(user)
+            graph.erase_node(src)
+            moves += 1
+            changed = True
+    return finalize(ep), moves
+
+
+def _plan_slice(src: Node, sl: Node):
+    """A closure emitting the pushed-down replacement of `sl` = slice(src, ...), or None if not exact."""
+    graph = src.graph
+    shape = static_shape(src)
+    inner_shape = static_shape(src.args[0])
+    if shape is None or inner_shape is None or (len(sl.args) > 4 and sl.args[4] != 1):
+        return None
+    d = int(sl.args[1]) % len(shape)
+    start = sl.args[2] if len(sl.args) > 2 and sl.args[2] is not None else 0
+    end = sl.args[3] if len(sl.args) > 3 and sl.args[3] is not None else shape[d]
+    if not isinstance(start, int) or not isinstance(end, int):
+        return None
+    start, end = max(0, start + shape[d] if start < 0 else start), min(shape[d], end + shape[d] if end < 0 else end)
+    if src.target in (aten.permute.default, aten.transpose.int):
+        perm = _as_permutation(src, len(shape))
+
+        def emit_permuted() -> Node:
+            inner = emit(graph, aten.slice.Tensor, (src.args[0], perm[d], start, end), like=sl)
+            return emit(graph, aten.permute.default, (inner, perm), like=src)
+
+        return emit_permuted
+    out_shape = list(shape)
+    out_shape[d] = end - start
+    for src_dims, dst_dims in reshape_groups(inner_shape, shape) or []:
+        if d == dst_dims.start and len(src_dims) == 1:
+            inner = prod(shape[d + 1: dst_dims.stop])
+            j = src_dims.start
+
+            def emit_reshaped(j: int = j, inner: int = inner) -> Node:
+                cut = emit(graph, aten.slice.Tensor, (src.args[0], j, start * inner, end * inner), like=sl)
+                return emit(graph, aten.reshape.default, (cut, out_shape), like=src)
+
+            return emit_reshaped
+    return None

@@ -272,3 +272,22 @@ def test_signed_expm1_and_detach_removed():
     cleaned, n = run(P.simplify_layout, out)
     assert n == 1 and aten.detach.default not in targets(cleaned)
     assert rel_err(cleaned.module()(y), Head()(y)) <= 1e-5
+
+
+def test_push_slices_removes_head_permutes_for_per_head_attention():
+    model = toy_vit(depth=1, rope=False, qk_norm=False, use_einops=True)
+    args = image_input()
+    ep = export_toy(model, args)
+    head = ["fold_constants", "select_to_slice", "simplify_layout", "split_head_sdpa"]
+    without = P.run_passes(ep, head + ["simplify_layout"])[0]
+    out, n = run(P.push_slices, P.run_passes(ep, head)[0])
+    assert n > 0
+    out = P.run_passes(out, ["simplify_layout"])[0]
+    permutes = [P.count_ops(g.graph).get("aten.permute.default", 0) for g in (without, out)]
+    assert permutes[1] < permutes[0]
+    # Of the 4-D head permutes only the output's head merge [B, H, N, D] -> [B, N, H, D] is left (the others
+    # are kᵀ per head for bmm, and the patch embedding's flatten-transpose).
+    four_d = [nd for nd in out.graph.nodes if nd.op == "call_function" and nd.target == aten.permute.default
+              and nd.meta["val"].dim() == 4]
+    assert len(four_d) == 1
+    assert rel_err(out.module()(*args), model(*args)) <= 1e-5
