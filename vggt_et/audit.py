@@ -34,9 +34,8 @@ def audit_model(
     with clock.stage("load", preset):
         model = load_model(preset, checkpoint, random_weights=random_weights, seed=seed, heads=heads)
     with clock.stage("export", f"{frames} frames {height}x{width}"):
-        ep = export_program(model, shape, groups)
-    pass_backend = "tflite" if backend == "tflite" else backend
+        ep = export_program(model, shape, groups, batch_dim=backend != "qnn")
     with clock.stage("audit", backend):
-        report = audit_program(ep, pass_backend, list(shape.input_shape))
+        report = audit_program(ep, backend, list(shape.program_input_shape(batch_dim=backend != "qnn")))
     report = {"preset": preset, **report, "stage_seconds": clock.seconds}
     return report, format_audit(report)

@@ -83,14 +83,21 @@ def validate(options: CompileOptions) -> tuple[ProgramShape, tuple[str, ...]]:
         from vggt_et.tflite import require_litert
 
         require_litert()
+    from vggt_et.w4_fisher import validate_w4_fisher
+
+    validate_w4_fisher(options, shape, outputs)
     return shape, outputs
 
 
-def quantization_stage(ep, options: CompileOptions, shape: ProgramShape, report: dict) -> Any:
-    """int8 / w4 recipes from vggt_et.quantizers, calibrated on BlendedMVS-layout scenes."""
+def quantization_stage(
+    ep, options: CompileOptions, shape: ProgramShape, report: dict, layer_bits: dict[str, int] | None = None
+) -> Any:
+    """int8 / w4 recipes from vggt_et.quantizers, calibrated on BlendedMVS-layout scenes.
+
+    `layer_bits`: w4-fisher's {layer: 4 or 8} plan for the aggregator linears."""
     from vggt_et.quantize import quantize_for_backend
 
-    quantized, details = quantize_for_backend(ep, options, shape)
+    quantized, details = quantize_for_backend(ep, options, shape, layer_bits=layer_bits)
     report["quantization"] = details
     return quantized
 
@@ -103,7 +110,7 @@ def compile_model(options: CompileOptions, *, quiet: bool = False) -> dict[str, 
         "backend": options.backend,
         "quant": options.quant,
         "preset": options.preset,
-        "input_shape": list(shape.input_shape),
+        "input_shape": list(shape.program_input_shape(batch_dim=options.backend != "qnn")),
         "input_names": ["images"],
         "outputs": output_names(outputs),
         "soc": options.soc if options.backend == "qnn" else None,
@@ -126,10 +133,18 @@ def compile_model(options: CompileOptions, *, quiet: bool = False) -> dict[str, 
         if options.quant == "fp16":
             model = model.half()
         report["weight_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
+    layer_bits = None
+    if options.quant == "w4-fisher":
+        from vggt_et.w4_fisher import w4_fisher_stage
+
+        with clock.stage("w4-fisher", "rotation, Fisher, 4/8-bit plan, clipping"):
+            layer_bits, report["w4_fisher"] = w4_fisher_stage(model, options, shape, outputs)
     with clock.stage(
         "export", f"{shape.frames} frames {shape.height}x{shape.width}, outputs {','.join(outputs)}"
     ):
-        ep = export_program(model, shape, outputs, dtype=torch.float16 if options.quant == "fp16" else None)
+        # QNN's HTP wants rank <= 4 everywhere: its programs take [S, 3, H, W] and drop the batch dim.
+        dtype = torch.float16 if options.quant == "fp16" else None
+        ep = export_program(model, shape, outputs, dtype=dtype, batch_dim=options.backend != "qnn")
     del model
     from vggt_et.passes import apply_with_report
 
@@ -139,7 +154,7 @@ def compile_model(options: CompileOptions, *, quiet: bool = False) -> dict[str, 
     report["passes"] = [{"name": r.name, "changed": r.changed, "matches": r.matches} for r in pass_reports]
     if options.quant in ("int8", "w4", "w4-fisher"):
         with clock.stage("quantize", options.quant):
-            ep = quantization_stage(ep, options, shape, report)
+            ep = quantization_stage(ep, options, shape, report, layer_bits=layer_bits)
     if options.stop_before_lowering:
         with clock.stage("save", "exported program (stopped before lowering)"):
             _save_exported(options.output, ep)

@@ -46,6 +46,9 @@ class ProgramShape:
     def input_shape(self) -> tuple[int, int, int, int, int]:
         return (1, self.frames, 3, self.height, self.width)
 
+    def program_input_shape(self, batch_dim: bool = True) -> tuple[int, ...]:
+        return self.input_shape if batch_dim else self.input_shape[1:]
+
 
 def parse_outputs(outputs: str | Sequence[str]) -> tuple[str, ...]:
     """'depth,points' → ('depth', 'points') in canonical order, rejecting unknown names."""
@@ -66,12 +69,19 @@ class VGGTProgram(nn.Module):
     """images [1, S, 3, H, W] in [0, 1] → the chosen output tensors, running only the heads they need."""
 
     def __init__(
-        self, model: nn.Module, outputs: Sequence[str] = DEFAULT_OUTPUTS, dtype: torch.dtype | None = None
+        self,
+        model: nn.Module,
+        outputs: Sequence[str] = DEFAULT_OUTPUTS,
+        dtype: torch.dtype | None = None,
+        batch_dim: bool = True,
     ) -> None:
-        """`dtype`: the model's compute dtype (e.g. float16); inputs and outputs stay float32."""
+        """`dtype`: the model's compute dtype (e.g. float16); inputs and outputs stay float32.
+        `batch_dim=False`: rank-4 interface ([S, 3, H, W] in, no leading 1 on outputs), so no tensor of the
+        program exceeds rank 4, which QNN's HTP wants."""
         super().__init__()
         self.model = model
         self.dtype = dtype
+        self.batch_dim = batch_dim
         self.outputs = parse_outputs(outputs)
         heads = {"depth": model.depth_head, "points": model.point_head, "camera": model.camera_head}
         missing = [name for name in self.outputs if heads[name] is None]
@@ -80,6 +90,8 @@ class VGGTProgram(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         model = self.model
+        if not self.batch_dim:
+            images = images.unsqueeze(0)
         if self.dtype is not None:
             images = images.to(self.dtype)
         tokens, patch_start_idx = model.aggregator(images)
@@ -91,12 +103,16 @@ class VGGTProgram(nn.Module):
                 results.extend(model.point_head(tokens, images, patch_start_idx))
             else:
                 results.append(model.camera_head(tokens)[-1])
-        return tuple(r.float() for r in results) if self.dtype is not None else tuple(results)
+        if self.dtype is not None:
+            results = [r.float() for r in results]
+        if not self.batch_dim:
+            results = [r.squeeze(0) for r in results]
+        return tuple(results)
 
 
-def example_images(shape: ProgramShape, seed: int = 0) -> torch.Tensor:
+def example_images(shape: ProgramShape, seed: int = 0, batch_dim: bool = True) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    return torch.rand(shape.input_shape, generator=generator)
+    return torch.rand(shape.program_input_shape(batch_dim), generator=generator)
 
 
 def export_program(
@@ -104,8 +120,9 @@ def export_program(
     shape: ProgramShape,
     outputs: Sequence[str] = DEFAULT_OUTPUTS,
     dtype: torch.dtype | None = None,
+    batch_dim: bool = True,
 ) -> torch.export.ExportedProgram:
     """torch.export of the fixed-shape wrapper (non-strict; every shape is static)."""
-    program = VGGTProgram(model, outputs, dtype).eval()
+    program = VGGTProgram(model, outputs, dtype, batch_dim).eval()
     with torch.no_grad():
-        return torch.export.export(program, (example_images(shape),), strict=False)
+        return torch.export.export(program, (example_images(shape, batch_dim=batch_dim),), strict=False)

@@ -25,15 +25,20 @@ class ProgramInfo:
 
     @property
     def frames(self) -> int:
-        return self.input_shape[1]
+        return self.input_shape[-4]
 
     @property
     def height(self) -> int:
-        return self.input_shape[3]
+        return self.input_shape[-2]
 
     @property
     def width(self) -> int:
-        return self.input_shape[4]
+        return self.input_shape[-1]
+
+    @property
+    def batch_dim(self) -> bool:
+        """False for rank-4 programs (QNN): [S, 3, H, W] in, outputs without the leading 1."""
+        return len(self.input_shape) == 5
 
 
 def _runtime_error(exc: Exception) -> UserError:
@@ -60,10 +65,13 @@ def run_program(path: str | Path, images: np.ndarray, *, threads: int | None = N
     from vggt_et.runtime.program import ProgramError, PteProgram
 
     info = program_info(path)
+    inputs = np.ascontiguousarray(images.reshape(info.input_shape), dtype=np.float32)
     try:
-        arrays = PteProgram(path, threads=threads).run([np.ascontiguousarray(images, dtype=np.float32)])
+        arrays = PteProgram(path, threads=threads).run([inputs])
     except ProgramError as exc:
         raise UserError(str(exc)) from None
+    if not info.batch_dim:
+        arrays = [a[None] for a in arrays]
     return dict(zip(info.outputs, arrays, strict=True))
 
 

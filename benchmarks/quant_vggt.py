@@ -1,0 +1,116 @@
+"""Quantized VGGT programs against the fp32 one: size, latency and accuracy side by side, in one run.
+
+    python benchmarks/quant_vggt.py                                   # vggt-1b, 2x518x518, depth, XNNPACK
+    python benchmarks/quant_vggt.py --preset small --schemes fp32,int8,w4,w4-fisher --calib-samples 4
+
+Each scheme is compiled in its own process (so its peak RSS is its own), then every program runs on the
+same synthetic scene. Prints .pte size and latency with their ratios to fp32, and the depth error of each
+program relative to the fp32 program and to the scene's ground truth (median-scaled). Targets: int8
+size <= 0.3 and latency <= 0.45 of fp32 (issue 5); w4 / w4-fisher size <= 0.16 of fp32 (issue 6).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import machine, read_json, run_cli, time_calls
+from vggt_et.evaluate import ground_truth_metrics, scene_inputs
+from vggt_et.inference import program_info, run_program
+from vggt_et.runtime.metrics import rel_l2
+from vggt_et.runtime.program import set_threads
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--preset", default="vggt-1b")
+    parser.add_argument("--frames", type=int, default=2)
+    parser.add_argument("--height", type=int, default=518)
+    parser.add_argument("--width", type=int, default=518)
+    parser.add_argument("--schemes", default="fp32,int8,w4,w4-fisher")
+    parser.add_argument("--calib-data", default=None, help="BlendedMVS-layout folder (default: synthetic)")
+    parser.add_argument("--calib-samples", type=int, default=4)
+    parser.add_argument("--iters", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work-dir", default=None, help="Keep programs here; existing ones are reused.")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="vggt-et-quant-"))
+    work.mkdir(parents=True, exist_ok=True)
+    shape = ["--frames", str(args.frames), "--height", str(args.height), "--width", str(args.width)]
+    reports, programs = {}, {}
+    for scheme in args.schemes.split(","):
+        pte, report = work / f"{args.preset}_{scheme}.pte", work / f"{args.preset}_{scheme}.json"
+        if not (pte.exists() and report.exists()):
+            calib = ["--calib-samples", str(args.calib_samples)] + (
+                ["--calib-data", args.calib_data] if args.calib_data else []
+            )
+            run_cli(
+                [
+                    "compile",
+                    "--preset",
+                    args.preset,
+                    "--random-weights",
+                    *shape,
+                    "--quant",
+                    scheme,
+                    *calib,
+                    "-o",
+                    str(pte),
+                    "--report",
+                    str(report),
+                ]
+            )
+        reports[scheme], programs[scheme] = read_json(report), pte
+
+    set_threads(args.threads)
+    info = program_info(programs["fp32"])
+    images, truth, source = scene_inputs(info, args.calib_data, seed=1)  # not one of the calibration groups
+    outputs, latency = {}, {}
+    for scheme, pte in programs.items():
+        print(f"timing {scheme} ({args.iters} iterations) ...", file=sys.stderr, flush=True)
+        outputs[scheme] = run_program(pte, images)
+        latency[scheme] = time_calls(lambda pte=pte: run_program(pte, images), args.iters, warmup=0)
+
+    fp32 = reports["fp32"]
+    print(f"\nquantized programs on {machine()}, {args.threads} threads")
+    print(
+        f"{args.preset}, random weights, {args.frames}x{args.height}x{args.width}, depth, XNNPACK; scene: {source}\n"
+    )
+    header = f"{'scheme':<10}{'.pte MiB':>10}{'size/fp32':>11}{'median ms':>11}{'lat/fp32':>10}{'depth rel err':>15}{'GT AbsRel':>11}{'GT d1':>8}{'peak RSS GiB':>14}"
+    print(header)
+    print("-" * len(header))
+    rows = {}
+    for scheme, report in reports.items():
+        gt = ground_truth_metrics(outputs[scheme], truth) if truth else {}
+        row = {
+            "pte_bytes": report["pte_bytes"],
+            "size_ratio": report["pte_bytes"] / fp32["pte_bytes"],
+            "latency_ms": latency[scheme]["median"],
+            "latency_ratio": latency[scheme]["median"] / latency["fp32"]["median"],
+            "depth_rel_l2_vs_fp32": rel_l2(outputs[scheme]["depth"], outputs["fp32"]["depth"]),
+            "gt": gt,
+            "peak_rss_bytes": report["peak_rss_bytes"],
+            "compile_seconds": report["total_seconds"],
+        }
+        rows[scheme] = row
+        print(
+            f"{scheme:<10}{row['pte_bytes'] / 2**20:>10.1f}{row['size_ratio']:>11.3f}{row['latency_ms']:>11.0f}"
+            f"{row['latency_ratio']:>10.2f}{row['depth_rel_l2_vs_fp32']:>15.4f}{gt.get('abs_rel', float('nan')):>11.4f}"
+            f"{gt.get('delta1', float('nan')):>8.3f}{row['peak_rss_bytes'] / 2**30:>14.2f}"
+        )
+    print("\ntargets: int8 size <= 0.30, latency <= 0.45; w4 / w4-fisher size <= 0.16 (all vs fp32)")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"machine": machine(), "threads": args.threads, "rows": rows}, indent=2)
+        )
+
+
+if __name__ == "__main__":
+    main()
