@@ -12,7 +12,9 @@ xnnpack-int8           PT2E XNNPACKQuantizer, int8 per-channel weights,       ye
                        per-token activations computed at run time)
 xnnpack-8da4w          torchao Int8DynamicActivationIntxWeightConfig on the   no
                        linears: int4 weights per group (``group_size``, 0 =
-                       per channel), int8 per-token dynamic activations
+                       per channel), int8 per-token dynamic activations;
+                       ``bits_by_layer``: per-layer 4/8-bit plan (8: per
+                       channel)
 qnn-8a8w / -16a8w /    PT2E QnnQuantizer: uint8/uint16 static per-tensor      yes
 -16a4w / -16a4w_block  activations, int8/int4 per-channel weights (block:
                        LPBQ per-block int4 on linears, ``block_size``)
@@ -84,7 +86,7 @@ _RECIPES = {
             "xnnpack",
             "8da4w",
             False,
-            {"group_size": 32, "weight_bits": 4},
+            {"group_size": 32, "weight_bits": 4, "bits_by_layer": None},
             "torchao 8da4w on linears: int4 weights per group, dynamic per-token int8 activations",
         ),
         Recipe("qnn-8a8w", "qnn", "8a8w", True, {"soc_model": "SM8650"}, "QnnQuantizer uint8 act, int8 w"),
@@ -246,6 +248,7 @@ def quantize_program(
             weight_bits=resolved["weight_bits"],
             keep_float=keep,
             progress=progress,
+            bits_by_layer=resolved["bits_by_layer"],
         )
         quantized, kept, converted = outcome.quantized_layers, outcome.float_layers, outcome.module
         notes += outcome.notes

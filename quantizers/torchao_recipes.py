@@ -14,7 +14,7 @@ calibration.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -60,6 +60,22 @@ def _parameter_owner(module: nn.Module, target: str) -> tuple[nn.Module, str]:
     return (module.get_submodule(owner_path) if owner_path else module), attr
 
 
+def _checked_bits_by_layer(
+    bits_by_layer: Mapping[str, int] | None, linears: list[Node], group_size: int
+) -> dict[str, int]:
+    """Validate a per-layer plan before any weight changes: known linears, bit widths torchao takes."""
+    plan = dict(bits_by_layer or {})
+    known = {layer_path(n) for n in linears}
+    known |= {str(n.args[1].target).rpartition(".")[0] for n in linears if isinstance(n.args[1], Node)}
+    unknown = sorted(set(plan) - known)
+    if unknown:
+        shown = ", ".join(unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
+        raise ValueError(f"bits_by_layer names layers that are not linears of this program: {shown}")
+    for bits in set(plan.values()):
+        intx_config(0 if bits == 8 else group_size, bits)
+    return plan
+
+
 def quantize_linears_8da4w(
     module: GraphModule,
     *,
@@ -67,15 +83,23 @@ def quantize_linears_8da4w(
     weight_bits: int = 4,
     keep_float: Callable[[Node], bool] | None = None,
     progress: bool = True,
+    bits_by_layer: Mapping[str, int] | None = None,
 ) -> TorchaoOutcome:
-    """Quantize (in place) the weights of ``module``'s linear nodes; returns what was quantized and kept."""
+    """Quantize (in place) the weights of ``module``'s linear nodes; returns what was quantized and kept.
+
+    ``bits_by_layer`` ({module path: bits}) overrides ``weight_bits`` per layer, for mixed 4/8-bit plans.
+    Layers it puts at 8 bits get per-output-channel scales: groups buy nothing at 8 bits, and that is the
+    arithmetic a mixed-precision plan measured.
+    """
     from torchao.quantization import quantize_
 
-    config = intx_config(group_size, weight_bits)
+    configs = {(group_size, weight_bits): intx_config(group_size, weight_bits)}
     quantized, kept, notes = [], [], []
     done: dict[str, torch.Tensor] = {}
     parameters = dict(module.named_parameters())
     linears = [n for n in weighted_layers(module) if n.target == torch.ops.aten.linear.default]
+    bits_by_layer = _checked_bits_by_layer(bits_by_layer, linears, group_size)
+    matched: set[str] = set()
     for node in tqdm(linears, desc="8da4w weights", unit="linear", file=sys.stderr, disable=not progress):
         weight = node.args[1]
         path = layer_path(node)
@@ -93,19 +117,32 @@ def quantize_linears_8da4w(
                 kept.append(path)
                 notes.append(f"{path}: weight {target} is not a 2-D parameter; kept float")
                 continue
-            if group_size and tensor.shape[1] % group_size:
+            bits, groups = weight_bits, group_size
+            planned = [p for p in (path, target.rpartition(".")[0]) if p in bits_by_layer]
+            if planned:
+                matched.add(planned[0])
+                bits = bits_by_layer[planned[0]]
+                groups = 0 if bits == 8 else group_size
+            if groups and tensor.shape[1] % groups:
                 kept.append(path)
-                notes.append(f"{path}: {tensor.shape[1]} inputs not divisible by group {group_size}; float")
+                notes.append(f"{path}: {tensor.shape[1]} inputs not divisible by group {groups}; float")
                 continue
+            if (groups, bits) not in configs:
+                configs[(groups, bits)] = intx_config(groups, bits)
             stand_in = nn.Linear(tensor.shape[1], tensor.shape[0], bias=False)
             stand_in.weight = nn.Parameter(tensor.detach(), requires_grad=False)
-            quantize_(stand_in, config)
+            quantize_(stand_in, configs[(groups, bits)])
             owner, attr = _parameter_owner(module, target)
             setattr(owner, attr, stand_in.weight)
             done[target] = stand_in.weight
         node.target = F.linear
         quantized.append(path)
     module.recompile()
+    if bits_by_layer:
+        counts = {
+            b: sum(1 for p in matched if bits_by_layer[p] == b) for b in sorted(set(bits_by_layer.values()))
+        }
+        notes.append("per-layer bits: " + ", ".join(f"{n} layers at {b} bit" for b, n in counts.items()))
     quantized = unique_in_order(quantized)
     kept += [layer_path(n) for n in weighted_layers(module) if n.target != torch.ops.aten.linear.default]
     return TorchaoOutcome(module, quantized, [p for p in unique_in_order(kept) if p not in quantized], notes)

@@ -110,6 +110,15 @@ def _shape_options(f):
 @click.option(
     "--fisher", default=None, help="Fisher statistics from `vggt-et fisher` (for --quant w4-fisher)."
 )
+@click.option(
+    "--w4-budget",
+    type=float,
+    default=None,
+    help="w4-fisher: share of aggregator linear weights kept in 4 bit, the rest 8 bit [default: 0.9].",
+)
+@click.option("--no-rotation", is_flag=True, help="w4-fisher: skip the Hadamard rotation of the stream.")
+@click.option("--no-mixed-precision", is_flag=True, help="w4-fisher: every aggregator linear in 4 bit.")
+@click.option("--no-fisher-clip", is_flag=True, help="w4-fisher: skip Fisher-weighted weight clipping.")
 @click.option("--soc", default="SM8650", show_default=True, help="Qualcomm SoC for --backend qnn.")
 @click.option("-o", "--output", required=True, help="Where to write the .pte.")
 @click.option("--report", default=None, help="Compile report JSON (default: OUTPUT with .json).")
@@ -123,8 +132,11 @@ def compile(**kw) -> None:  # noqa: A001 - the command's name
     from vggt_et.io_utils import format_table
 
     report_path = kw.pop("report") or str(Path(kw["output"]).with_suffix(".json"))
-    fisher = kw.pop("fisher")
-    options = CompileOptions(**kw, report=report_path, extra={"fisher": fisher} if fisher else {})
+    w4_fisher = {
+        k: kw.pop(k) for k in ("fisher", "w4_budget", "no_rotation", "no_mixed_precision", "no_fisher_clip")
+    }
+    extra = {k: v for k, v in w4_fisher.items() if v not in (None, False)}
+    options = CompileOptions(**kw, report=report_path, extra=extra)
     report = compile_model(options)
     rows = [(stage, seconds) for stage, seconds in report["stage_seconds"].items()]
     rows.append(("total", report["total_seconds"]))
@@ -136,6 +148,30 @@ def compile(**kw) -> None:  # noqa: A001 - the command's name
         f"{report['delegate_segments']} segment(s); peak RSS {report['peak_rss_bytes'] / 2**30:.2f} GiB "
         f"({report['peak_rss_over_weights']:.2f}x the weights)"
     )
+
+
+@main.command()
+@_model_options
+@_shape_options
+@click.option(
+    "--tasks", default="camera,depth,points", show_default=True, help="Comma list of camera, depth, points."
+)
+@click.option(
+    "--calib-data", default=None, help="BlendedMVS-layout folder for calibration (default: synthetic scenes)."
+)
+@click.option("--calib-samples", default=8, show_default=True, help="Calibration view groups.")
+@click.option(
+    "--no-rotation", is_flag=True, help="Statistics without the rotation (for compile --no-rotation)."
+)
+@click.option(
+    "-o", "--output", required=True, help="Where to write the statistics (.pt); a .png heat map beside."
+)
+def fisher(**kw) -> None:
+    """FGQ's diagonal Fisher per task, aggregator block and channel, for --quant w4-fisher."""
+    from vggt_et.fisher_tasks import fisher_command
+
+    _, summary = fisher_command(**kw)
+    click.echo(summary)
 
 
 @main.command()

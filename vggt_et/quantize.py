@@ -35,8 +35,12 @@ def calibration_samples(
     return [(group.images.unsqueeze(0).float(),) for group in groups]
 
 
-def quantize_for_backend(ep, options, shape: ProgramShape) -> tuple[Any, dict]:
-    """Quantize the exported VGGT program with the backend's recipe for `options.quant`."""
+def quantize_for_backend(
+    ep, options, shape: ProgramShape, *, layer_bits: dict[str, int] | None = None
+) -> tuple[Any, dict]:
+    """Quantize the exported VGGT program with the backend's recipe for `options.quant`.
+
+    `layer_bits` ({export path: bits}, from w4-fisher) sets per-layer weight bits of the 8da4w recipe."""
     from vggt_et.quantizers.recipes import get_recipe, quantize_program, recipe_for
 
     scheme = "w4" if options.quant == "w4-fisher" else options.quant
@@ -48,7 +52,8 @@ def quantize_for_backend(ep, options, shape: ProgramShape) -> tuple[Any, dict]:
     if get_recipe(recipe).needs_calibration:
         samples = calibration_samples(options.calib_data, shape, options.calib_samples, seed=options.seed)
     keep_float = tuple(options.extra.get("keep_float", DEFAULT_KEEP_FLOAT))
-    result = quantize_program(ep, recipe, samples, keep_float=keep_float, progress=True)
+    recipe_options = {"bits_by_layer": layer_bits} if layer_bits else {}
+    result = quantize_program(ep, recipe, samples, keep_float=keep_float, progress=True, **recipe_options)
     details = result.to_dict()
     details["calibration_data"] = options.calib_data or "synthetic scenes"
     return result.program, details

@@ -1,0 +1,279 @@
+"""`--quant w4-fisher`: FGQ-style Fisher-guided W4 of VGGT's aggregator, prepared on the eager model.
+
+Order (each step measures on the model the previous one left): rotate the residual stream → Fisher of the
+block outputs (from ``--fisher FILE`` or computed here) → 4/8-bit plan within ``--w4-budget`` → Fisher-
+weighted clipping of the 4-bit linears, block by block. The result is float weights plus a
+{export path: bits} plan that the 8da4w recipe applies after export; linears outside the aggregator blocks
+keep the plain ``w4`` treatment.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from vggt_et.errors import UserError
+from vggt_et.export import ProgramShape
+from vggt_et.fisher_tasks import (
+    aggregator_blocks,
+    compute_vggt_fisher,
+    fisher_metadata,
+    load_matching_fisher,
+    rotate_vggt,
+    rotation_summary,
+    weights_description,
+)
+from vggt_et.quantizers.clipping import (
+    apply_fisher_clipping,
+    block_linears,
+    block_output_error,
+    block_outputs,
+    capture_block_inputs,
+    swapped_weights,
+)
+from vggt_et.quantizers.fisher import FisherStats
+from vggt_et.quantizers.mixed_precision import plan_mixed_precision
+from vggt_et.quantizers.w4_transforms import fake_quantize_weight, weight_storage_bytes
+
+EXPORT_PREFIX = "model."  # module paths inside vggt_et.export's wrapper
+W4_FISHER_BACKENDS = ("xnnpack", "portable")
+
+
+@dataclass(frozen=True)
+class W4FisherSettings:
+    """The user's switches for the three techniques, read from CompileOptions.extra."""
+
+    fisher_path: str | None = None
+    w4_budget: float = 0.9
+    rotation: bool = True
+    mixed_precision: bool = True
+    clipping: bool = True
+    group_size: int = 32
+
+
+def settings_from_options(options: Any) -> W4FisherSettings:
+    """Check the w4-fisher flags (before any heavy work); they are refused with any other --quant."""
+    extra = options.extra
+    flags = {
+        "--fisher": extra.get("fisher"),
+        "--w4-budget": extra.get("w4_budget"),
+        "--no-rotation": extra.get("no_rotation"),
+        "--no-mixed-precision": extra.get("no_mixed_precision"),
+        "--no-fisher-clip": extra.get("no_fisher_clip"),
+    }
+    if options.quant != "w4-fisher":
+        given = [flag for flag, value in flags.items() if value not in (None, False)]
+        if given:
+            raise UserError(
+                f"{', '.join(given)} only apply to --quant w4-fisher (got --quant {options.quant})"
+            )
+        return W4FisherSettings()
+    if options.backend not in W4_FISHER_BACKENDS:
+        raise UserError(
+            f"--quant w4-fisher needs dynamic int8 activations with int4/int8 weights, which "
+            f"{options.backend} does not run; use --backend xnnpack, or --quant w4 for {options.backend}"
+        )
+    budget = 0.9 if extra.get("w4_budget") is None else float(extra["w4_budget"])
+    if not 0.0 <= budget <= 1.0:
+        raise UserError(f"--w4-budget is the share of aggregator linear weights in 4 bit: 0..1, got {budget}")
+    from vggt_et.quantizers.recipes import get_recipe
+
+    return W4FisherSettings(
+        fisher_path=extra.get("fisher"),
+        w4_budget=budget,
+        rotation=not extra.get("no_rotation", False),
+        mixed_precision=not extra.get("no_mixed_precision", False),
+        clipping=not extra.get("no_fisher_clip", False),
+        group_size=int(get_recipe("xnnpack-8da4w").defaults["group_size"]),
+    )
+
+
+def validate_w4_fisher(options: Any, shape: ProgramShape, tasks: Sequence[str]) -> W4FisherSettings:
+    """All w4-fisher user errors up front, including a --fisher file made for another model or shape."""
+    settings = settings_from_options(options)
+    if options.quant == "w4-fisher" and settings.fisher_path:
+        load_matching_fisher(settings.fisher_path, options.preset, shape, tasks, rotated=settings.rotation)
+    return settings
+
+
+def _progress(message: str) -> None:
+    print(f"w4-fisher: {message}", file=sys.stderr, flush=True)
+
+
+def _fisher(
+    model: nn.Module,
+    settings: W4FisherSettings,
+    options: Any,
+    shape: ProgramShape,
+    tasks: Sequence[str],
+    samples: list[tuple],
+    notes: list[str],
+) -> FisherStats:
+    if settings.fisher_path:
+        return load_matching_fisher(
+            settings.fisher_path, options.preset, shape, tasks, rotated=settings.rotation
+        )
+    notes.append(
+        f"no --fisher file: Fisher computed on the fly from {len(samples)} calibration samples "
+        "(save one with `vggt-et fisher` to reuse it)"
+    )
+    _progress(f"computing Fisher over {len(samples)} samples")
+    metadata = fisher_metadata(
+        options.preset,
+        shape,
+        len(samples),
+        tasks,
+        rotated=settings.rotation,
+        weights=weights_description(options.checkpoint, options.random_weights, options.seed),
+        calib_data=options.calib_data,
+    )
+    return compute_vggt_fisher(model, samples, tasks, metadata)
+
+
+def _fake_quantized(linears: dict[str, nn.Linear], plan: dict[str, int], group_size: int) -> dict:
+    return {
+        linear: fake_quantize_weight(linear.weight, plan[name], group_size if plan[name] == 4 else None)
+        for name, linear in linears.items()
+    }
+
+
+def quantize_blocks(
+    model: nn.Module,
+    blocks: list[tuple[str, str]],
+    samples: list[tuple],
+    channel_weights: torch.Tensor,
+    plan: dict[str, int],
+    *,
+    clipping: bool,
+    group_size: int,
+) -> dict[str, dict[str, Any]]:
+    """Per block, in order: error of the plan with plain rounding, then (optionally) clip its 4-bit linears
+    and measure again. Errors are block-output MSE against the float block on the same inputs, Fisher-
+    weighted and unweighted; each block sees the inputs the already-clipped blocks before it produce."""
+    results: dict[str, dict[str, Any]] = {}
+    for index, (label, path) in enumerate(blocks):
+        block = model.get_submodule(path)
+        weights = channel_weights[index]
+        calls = capture_block_inputs(model, [path], samples)[path]
+        references = block_outputs(block, calls)
+        linears = block_linears(block, path)
+        with swapped_weights(_fake_quantized(linears, plan, group_size)):
+            rtn = block_output_error(block, calls, references, weights)
+        entry: dict[str, Any] = {
+            "bits": {name[len(path) + 1 :]: plan[name] for name in linears},
+            "rtn_weighted": rtn[0],
+            "rtn_unweighted": rtn[1],
+            "clipped": False,
+        }
+        four_bit = [name for name in linears if plan[name] == 4]
+        final = rtn
+        if clipping and four_bit:
+            report = apply_fisher_clipping(
+                model,
+                [path],
+                {path: calls},
+                weights[None],
+                linears={path: four_bit},
+                bits=4,
+                group_size=group_size,
+            )
+            entry["clipped"] = report.blocks[path].kept
+            if entry["clipped"]:
+                with swapped_weights(_fake_quantized(linears, plan, group_size)):
+                    final = block_output_error(block, calls, references, weights)
+        entry["final_weighted"], entry["final_unweighted"] = final
+        results[label] = entry
+        _progress(f"block {label}: weighted error {rtn[0]:.3e} -> {final[0]:.3e}")
+    return results
+
+
+def _weight_bytes(model: nn.Module, plan: dict[str, int], group_size: int) -> dict[str, int]:
+    modules = dict(model.named_modules())
+    planned = all_w4 = fp32 = 0
+    for name, bits in plan.items():
+        out_f, in_f = modules[name].weight.shape
+        planned += weight_storage_bytes(out_f, in_f, bits, group_size if bits == 4 else None, 4)
+        all_w4 += weight_storage_bytes(out_f, in_f, 4, group_size, 4)
+        fp32 += out_f * in_f * 4
+    return {"planned": planned, "all_w4": all_w4, "fp32": fp32}
+
+
+def prepare_w4_fisher(
+    model: nn.Module,
+    options: Any,
+    shape: ProgramShape,
+    tasks: Sequence[str],
+    samples: list[tuple],
+    settings: W4FisherSettings,
+) -> tuple[dict[str, int], dict[str, Any]]:
+    """Edit the eager model in place; returns ({export path: bits} for the 8da4w recipe, report dict)."""
+    model.eval()
+    notes: list[str] = []
+    report: dict[str, Any] = {
+        "techniques": {
+            "rotation": settings.rotation,
+            "mixed_precision": settings.mixed_precision,
+            "fisher_clip": settings.clipping,
+        },
+        "group_size": settings.group_size,
+    }
+    if settings.rotation:
+        _progress("folding the residual rotation")
+        report["rotation"] = rotation_summary(rotate_vggt(model))
+    stats = _fisher(model, settings, options, shape, tasks, samples, notes)
+    report["fisher"] = {
+        "source": settings.fisher_path or "computed",
+        "tasks": list(stats.task_names),
+        "samples": stats.num_samples,
+    }
+    blocks = aggregator_blocks(model)
+    if stats.block_names != [label for label, _ in blocks]:
+        raise UserError(f"Fisher statistics cover blocks {stats.block_names[:2]}..., not this model's blocks")
+    channel_weights = stats.combined_weights()
+    paths = [path for _, path in blocks]
+    if settings.mixed_precision:
+        _progress(f"planning 4/8-bit layers within a {settings.w4_budget:.0%} 4-bit budget")
+        mixed = plan_mixed_precision(
+            model,
+            paths,
+            samples,
+            channel_weights,
+            w4_budget=settings.w4_budget,
+            block_importance=stats.block_importance(),
+            group_size=settings.group_size,
+        )
+        plan = dict(mixed.plan)
+    else:
+        plan = {name: 4 for path in paths for name in block_linears(model.get_submodule(path), path)}
+    report["blocks"] = quantize_blocks(
+        model,
+        blocks,
+        samples,
+        channel_weights,
+        plan,
+        clipping=settings.clipping,
+        group_size=settings.group_size,
+    )
+    params = {name: module.weight.numel() for name, module in model.named_modules() if name in plan}
+    report["w4_budget"] = settings.w4_budget if settings.mixed_precision else 1.0
+    report["w4_fraction"] = round(sum(p for n, p in params.items() if plan[n] == 4) / sum(params.values()), 4)
+    report["layers_8bit"] = sorted(name for name, bits in plan.items() if bits == 8)
+    report["aggregator_weight_bytes"] = _weight_bytes(model, plan, settings.group_size)
+    report["bits"] = {EXPORT_PREFIX + name: bits for name, bits in plan.items()}
+    report["notes"] = notes
+    return dict(report["bits"]), report
+
+
+def w4_fisher_stage(
+    model: nn.Module, options: Any, shape: ProgramShape, tasks: Sequence[str]
+) -> tuple[dict[str, int], dict[str, Any]]:
+    """The compile pipeline's entry: calibration scenes at the compiled shape, then :func:`prepare_w4_fisher`."""
+    from vggt_et.quantize import calibration_samples
+
+    samples = calibration_samples(options.calib_data, shape, options.calib_samples, seed=options.seed)
+    return prepare_w4_fisher(model, options, shape, tasks, samples, settings_from_options(options))
