@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -130,25 +130,14 @@ def emit(
     return node
 
 
-def val(node: Node) -> torch.Tensor:
-    """The fake tensor a node produces (shape, dtype) or a clear error for non-tensor nodes."""
-    v = node.meta.get("val")
-    if not isinstance(v, torch.Tensor):
-        raise PassError(f"node {node.name} ({node.target}) has no tensor metadata")
-    return v
-
-
 def static_shape(node: Node) -> list[int] | None:
     """The node's shape as ints, or None when any dimension is symbolic (dynamic shapes are left alone)."""
     v = node.meta.get("val")
     if not isinstance(v, torch.Tensor):
         return None
-    try:
-        return [int(s) for s in v.shape]
-    except (TypeError, ValueError):
+    if not all(isinstance(s, int) for s in v.shape):  # SymInt: int() would specialise the dim
         return None
-    except Exception:  # noqa: BLE001 - guard-on-data-dependent raises various symbolic errors
-        return None
+    return list(v.shape)
 
 
 def prod(xs: Iterable[int]) -> int:
@@ -234,11 +223,3 @@ def remove_unused_constants(ep: ExportedProgram) -> int:
         removed += 1
     return removed
 
-
-def replace_uses(old: Node, new: Node) -> None:
-    old.replace_all_uses_with(new)
-
-
-def call_nodes(graph: Graph, targets: Sequence[Any]) -> list[Node]:
-    ts = set(targets)
-    return [n for n in graph.nodes if n.op == "call_function" and n.target in ts]
