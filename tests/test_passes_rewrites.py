@@ -291,3 +291,16 @@ def test_push_slices_removes_head_permutes_for_per_head_attention():
               and nd.meta["val"].dim() == 4]
     assert len(four_d) == 1
     assert rel_err(out.module()(*args), model(*args)) <= 1e-5
+
+
+def test_decompose_sdpa_leaves_grouped_query_attention_alone():
+    class Gqa(nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+
+    q = torch.randn(1, 4, 5, 8)
+    k, v = torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
+    ep = export_toy(Gqa(), (q, k, v))
+    out, n = P.decompose_sdpa(copy_program(ep))
+    assert n == 0 and aten.scaled_dot_product_attention.default in targets(out)
+    assert rel_err(out.module()(q, k, v), Gqa()(q, k, v)) <= 1e-5
