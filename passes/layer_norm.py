@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch.export import ExportedProgram
 
-from .graph_utils import PassError, emit, finalize, prod, static_shape
+from .graph_utils import emit, finalize, prod, static_shape
 
 aten = torch.ops.aten
 LAYER_NORM_OPS = (aten.layer_norm.default, aten.native_layer_norm.default)
@@ -32,8 +32,8 @@ def decompose_layer_norm(ep: ExportedProgram) -> tuple[ExportedProgram, int]:
         bias = node.args[3] if len(node.args) > 3 else node.kwargs.get("bias")
         eps = node.args[4] if len(node.args) > 4 else node.kwargs.get("eps", 1e-5)
         shape = static_shape(x)
-        if shape is None:
-            raise PassError(f"{node.name}: LayerNorm with dynamic shapes is not supported")
+        if shape is None:  # dynamic shapes: left as is (the audit shows it); export static shapes to rewrite
+            continue
         if node.target == aten.native_layer_norm.default:
             users = list(node.users)
             # Only the normalised output (getitem 0) may be read; mean/rstd outputs need the fused op.
