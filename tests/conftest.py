@@ -28,3 +28,12 @@ def tiny_model():
     import vggt_et
 
     return vggt_et.load_model("tiny", random_weights=True, seed=0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small matmuls: one intra-op thread avoids spin-wait overhead on the shared 2-core machines."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -10,14 +10,7 @@ from torch import nn
 
 from vggt_et.quantizers.fisher import FisherStats, compute_block_fisher, plot_fisher_heatmap
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matmuls: one intra-op thread avoids spin-wait overhead on the shared 2-core machines."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 C = 6

@@ -19,14 +19,7 @@ from vggt_et.quantizers.rotation import (
 )
 from vggt_et.quantizers.toy_transformer import make_outlier_transformer, toy_rotation_spec, toy_samples
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matmuls: one intra-op thread avoids spin-wait overhead on the shared 2-core machines."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -22,14 +22,7 @@ from vggt_et.quantizers.mixed_precision import LayerSensitivity, allocate_bits, 
 from vggt_et.quantizers.toy_transformer import make_outlier_transformer, toy_samples, toy_tasks
 from vggt_et.quantizers.w4_transforms import fake_quantize_weight, weight_storage_bytes
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matmuls: one intra-op thread avoids spin-wait overhead on the shared 2-core machines."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 GROUP = 16

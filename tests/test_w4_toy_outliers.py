@@ -7,16 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matmuls: one intra-op thread avoids spin-wait overhead on the shared 2-core machines."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "w4_toy_outliers.py"
