@@ -18,7 +18,7 @@ import torch
 from vggt_et.errors import UserError
 from vggt_et.export import ProgramShape, example_images, export_program, output_names, parse_outputs
 from vggt_et.io_utils import atomic_write, check_writable, write_json
-from vggt_et.lowering import lower, require_qnn_sdk, to_pte_bytes
+from vggt_et.lowering import lower, require_qnn_sdk, to_executorch
 from vggt_et.stages import StageClock, peak_rss_bytes
 
 QUANT_SCHEMES = ("fp32", "fp16", "int8", "w4", "w4-fisher")
@@ -158,7 +158,7 @@ def compile_model(options: CompileOptions, *, quiet: bool = False) -> dict[str, 
     if options.stop_before_lowering:
         with clock.stage("save", "exported program (stopped before lowering)"):
             _save_exported(options.output, ep)
-        return _finish(report, clock, options, Path(options.output).read_bytes(), lowered=None)
+        return _finish(report, clock, options, lowered=None)
     if options.backend == "tflite":
         from vggt_et.tflite import convert_tflite
 
@@ -166,20 +166,21 @@ def compile_model(options: CompileOptions, *, quiet: bool = False) -> dict[str, 
             data = convert_tflite(ep, example_images(shape))
         with clock.stage("write"):
             atomic_write(options.output, lambda f: f.write(data))
-        return _finish(report, clock, options, data, lowered=None)
+        return _finish(report, clock, options, lowered=None)
     metadata = {k: report[k] for k in ("preset", "backend", "quant", "input_shape", "outputs")}
     with clock.stage("lower", f"to_edge_transform_and_lower ({options.backend})"):
         edge = lower(ep, options.backend, options.soc, metadata)
     del ep
     lowered = edge.exported_program()
     with clock.stage("to_executorch"):
-        data = to_pte_bytes(edge)
+        program = to_executorch(edge)
     if options.etrecord:
         with clock.stage("etrecord"):
             _write_etrecord(options.etrecord, edge)
     with clock.stage("write", options.output):
-        atomic_write(options.output, lambda f: f.write(data))
-    return _finish(report, clock, options, data, lowered=lowered)
+        # Streamed from the serialiser's segments: no second in-memory copy of the weights.
+        atomic_write(options.output, program.write_to_file)
+    return _finish(report, clock, options, lowered=lowered)
 
 
 def _save_exported(path: str, ep) -> None:
@@ -193,12 +194,20 @@ def _write_etrecord(path: str, edge) -> None:
     generate_etrecord(path, edge_dialect_program=edge, executorch_program=None)
 
 
-def _finish(report: dict, clock: StageClock, options: CompileOptions, data: bytes, lowered) -> dict:
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _finish(report: dict, clock: StageClock, options: CompileOptions, lowered) -> dict:
     from vggt_et.passes import coverage
 
     report["pte_path"] = str(Path(options.output).resolve())
-    report["pte_bytes"] = len(data)
-    report["sha256"] = hashlib.sha256(data).hexdigest()
+    report["pte_bytes"] = Path(options.output).stat().st_size
+    report["sha256"] = _file_sha256(options.output)
     if lowered is not None:
         cov = coverage(lowered)
         report["delegated_fraction"] = cov["delegated_fraction"]

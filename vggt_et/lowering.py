@@ -77,7 +77,8 @@ def lower(ep: ExportedProgram, backend: str, soc: str, metadata: dict[str, Any])
     )
 
 
-def to_pte_bytes(edge) -> bytes:
+def to_executorch(edge):
+    """The ExecutorchProgramManager; write it with `.write_to_file` (streams segments, no big copy)."""
     from executorch.exir import ExecutorchBackendConfig
 
-    return edge.to_executorch(ExecutorchBackendConfig(extract_delegate_segments=True)).buffer
+    return edge.to_executorch(ExecutorchBackendConfig(extract_delegate_segments=True))
