@@ -17,10 +17,11 @@ from vggt_et.export import ProgramShape
 from vggt_et.fisher_tasks import DelegableRotatedLayerNorm, rotate_vggt
 from vggt_et.inference import run_program
 from vggt_et.quantize import calibration_samples
+from vggt_et.quantizers.clipping import capture_block_inputs
 from vggt_et.quantizers.fisher import FisherStats
 from vggt_et.quantizers.recipes import quantize_program
 from vggt_et.quantizers.rotation import StreamRotation
-from vggt_et.w4_fisher import W4FisherSettings, prepare_w4_fisher
+from vggt_et.w4_fisher import EarlyStopBlockInputs, W4FisherSettings, prepare_w4_fisher
 
 SHAPE = {"frames": 2, "height": 28, "width": 42}
 SHAPE_ARGS = ["--frames", "2", "--height", "28", "--width", "42"]
@@ -110,6 +111,19 @@ def test_mixed_precision_plan_respects_budget_and_clipping_helps() -> None:
     bits, report = _prepared(0.75, mixed_precision=False, clipping=False, rotation=False)
     assert set(bits.values()) == {4} and report["w4_fraction"] == 1.0 and "rotation" not in report
     assert not any(entry["clipped"] for entry in report["blocks"].values())
+
+
+def test_early_stop_capture_equals_the_full_forward_capture(tiny_model) -> None:
+    samples = calibration_samples(None, ProgramShape(2, 28, 42, 14), 2)
+    paths = ["aggregator.frame_blocks.1", "aggregator.global_blocks.3"]
+    lazy = EarlyStopBlockInputs(tiny_model, paths, samples)
+    assert list(lazy) == paths and paths[0] in lazy and "aggregator" not in lazy
+    for path in paths:
+        full = capture_block_inputs(tiny_model, [path], samples)[path]
+        assert len(lazy[path]) == len(full) == 2
+        for (args, kwargs), (full_args, full_kwargs) in zip(lazy[path], full, strict=True):
+            assert all(torch.equal(a, b) for a, b in zip(args, full_args, strict=True))
+            assert torch.equal(kwargs["pos"], full_kwargs["pos"]) and kwargs.keys() == full_kwargs.keys()
 
 
 def test_bits_by_layer_gives_per_channel_int8_and_refuses_strangers() -> None:

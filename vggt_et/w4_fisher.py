@@ -10,7 +10,7 @@ keep the plain ``w4`` treatment.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,14 +29,14 @@ from vggt_et.fisher_tasks import (
     weights_description,
 )
 from vggt_et.quantizers.clipping import (
+    BlockCall,
     apply_fisher_clipping,
     block_linears,
     block_output_error,
     block_outputs,
-    capture_block_inputs,
     swapped_weights,
 )
-from vggt_et.quantizers.fisher import FisherStats
+from vggt_et.quantizers.fisher import FisherStats, call_model
 from vggt_et.quantizers.mixed_precision import plan_mixed_precision
 from vggt_et.quantizers.w4_transforms import fake_quantize_weight, weight_storage_bytes
 
@@ -135,6 +135,60 @@ def _fisher(
     return compute_vggt_fisher(model, samples, tasks, metadata)
 
 
+class _ReachedBlock(Exception):
+    """Raised by the capture hook: the rest of the forward is not needed."""
+
+
+class EarlyStopBlockInputs(Mapping[str, Sequence[BlockCall]]):
+    """Block inputs captured on demand, each forward stopped where the block starts.
+
+    Why: the generic capture runs the whole model (all 2*depth blocks and the heads) once per block and
+    sample; stopping at the block halves the aggregator part on average and skips the heads. Captured from
+    the model as it is when asked (so a block sees the already-clipped blocks before it); only the last
+    block's inputs are kept.
+    """
+
+    def __init__(self, model: nn.Module, paths: Sequence[str], samples: Sequence[tuple]) -> None:
+        self.model, self.paths, self.samples = model, list(paths), list(samples)
+        self._last: tuple[str, list[BlockCall]] | None = None
+
+    def __getitem__(self, path: str) -> list[BlockCall]:
+        if path not in self.paths:
+            raise KeyError(path)
+        if self._last is None or self._last[0] != path:
+            self._last = (path, self._capture(self.model.get_submodule(path)))
+        return self._last[1]
+
+    def _capture(self, block: nn.Module) -> list[BlockCall]:
+        calls: list[BlockCall] = []
+
+        def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            detach = lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v  # noqa: E731
+            calls.append((tuple(detach(a) for a in args), {k: detach(v) for k, v in kwargs.items()}))
+            raise _ReachedBlock
+
+        handle = block.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                for sample in self.samples:
+                    try:
+                        call_model(self.model, sample)
+                    except _ReachedBlock:
+                        pass
+        finally:
+            handle.remove()
+        return calls
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.paths
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
 def _fake_quantized(linears: dict[str, nn.Linear], plan: dict[str, int], group_size: int) -> dict:
     return {
         linear: fake_quantize_weight(linear.weight, plan[name], group_size if plan[name] == 4 else None)
@@ -156,10 +210,11 @@ def quantize_blocks(
     and measure again. Errors are block-output MSE against the float block on the same inputs, Fisher-
     weighted and unweighted; each block sees the inputs the already-clipped blocks before it produce."""
     results: dict[str, dict[str, Any]] = {}
+    inputs = EarlyStopBlockInputs(model, [path for _, path in blocks], samples)
     for index, (label, path) in enumerate(blocks):
         block = model.get_submodule(path)
         weights = channel_weights[index]
-        calls = capture_block_inputs(model, [path], samples)[path]
+        calls = inputs[path]
         references = block_outputs(block, calls)
         linears = block_linears(block, path)
         with swapped_weights(_fake_quantized(linears, plan, group_size)):
@@ -241,7 +296,7 @@ def prepare_w4_fisher(
         mixed = plan_mixed_precision(
             model,
             paths,
-            samples,
+            EarlyStopBlockInputs(model, paths, samples),
             channel_weights,
             w4_budget=settings.w4_budget,
             block_importance=stats.block_importance(),
