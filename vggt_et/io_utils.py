@@ -4,33 +4,24 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from vggt_et.data.atomic import atomic_output_path
 from vggt_et.errors import UserError
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Write through `write(file)` into a temp file beside `path`, then rename: never a half-written file."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(
-            f"cannot write {path}: folder {parent} does not exist; create it or choose another path"
-        )
+    """Write through `write(file)` into a temp file beside `path`, then rename: never a half-written file.
+
+    Unlike the data writers, a missing output folder is the user's mistake here: one clear error."""
+    path = check_writable(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror}; choose a writable output path") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_output_path(path) as tmp, open(tmp, "wb") as handle:
             write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except PermissionError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}; choose a writable output path") from None
     return path
 
 
