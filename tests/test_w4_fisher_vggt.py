@@ -28,12 +28,7 @@ SHAPE_ARGS = ["--frames", "2", "--height", "28", "--width", "42"]
 TINY_BLOCKS = [f"{kind}_{i}" for i in range(4) for kind in ("frame", "global")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -180,6 +175,7 @@ def test_w4_fisher_program_runs_close_to_eager(fisher_file, tmp_path_factory) ->
     assert details["techniques"] == {"rotation": True, "mixed_precision": True, "fisher_clip": True}
     assert details["fisher"] == {"source": fisher_file[0], "tasks": ["depth", "camera"], "samples": 2}
     assert details["w4_fraction"] >= 0.9 and details["layers_8bit"]
+    assert details["notes"] == []  # the file matches: no on-the-fly Fisher, same weights
     assert any("at 8 bit" in note for note in report["quantization"]["notes"])
     assert report["delegated_fraction"] >= 0.99 and report["delegate_segments"] <= 3
 

@@ -114,10 +114,16 @@ def _fisher(
     samples: list[tuple],
     notes: list[str],
 ) -> FisherStats:
+    weights = weights_description(options.checkpoint, options.random_weights, options.seed)
     if settings.fisher_path:
-        return load_matching_fisher(
+        stats = load_matching_fisher(
             settings.fisher_path, options.preset, shape, tasks, rotated=settings.rotation
         )
+        if stats.metadata.get("weights") != weights:
+            notes.append(
+                f"--fisher file was computed on {stats.metadata.get('weights')}, compiling {weights}"
+            )
+        return stats
     notes.append(
         f"no --fisher file: Fisher computed on the fly from {len(samples)} calibration samples "
         "(save one with `vggt-et fisher` to reuse it)"
@@ -129,7 +135,7 @@ def _fisher(
         len(samples),
         tasks,
         rotated=settings.rotation,
-        weights=weights_description(options.checkpoint, options.random_weights, options.seed),
+        weights=weights,
         calib_data=options.calib_data,
     )
     return compute_vggt_fisher(model, samples, tasks, metadata)
