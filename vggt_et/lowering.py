@@ -67,6 +67,7 @@ def _qnn_partitioner(soc: str):  # pragma: no cover - needs the Qualcomm SDK
 
 def lower(ep: ExportedProgram, backend: str, soc: str, metadata: dict[str, Any]):
     """to_edge_transform_and_lower with the backend's partitioner; returns the EdgeProgramManager."""
+    import executorch.kernels.quantized  # noqa: F401 - out variants of q/dq ops a backend leaves outside
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
     return to_edge_transform_and_lower(
