@@ -36,7 +36,8 @@ def eager():
 
 @pytest.fixture(scope="module")
 def fp32_program(tmp_path_factory):
-    return _compile(tmp_path_factory, "fp32", outputs=ALL_OUTPUTS)
+    record = tmp_path_factory.mktemp("etrecord") / "fp32.etrecord"
+    return _compile(tmp_path_factory, "fp32", outputs=ALL_OUTPUTS, etrecord=str(record))
 
 
 def test_xnnpack_fp32_matches_eager_and_is_one_delegate(fp32_program, eager) -> None:
@@ -177,3 +178,56 @@ def test_run_and_compare_outputs_are_the_eager_ones(fp32_program, eager) -> None
     with torch.no_grad():
         reference = eager(torch.from_numpy(images))
     np.testing.assert_allclose(outputs["pose_enc"], reference["pose_enc"].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_etdump_of_a_run_maps_onto_the_etrecord(fp32_program, tmp_path) -> None:
+    """Profiling: ExecuTorch's Inspector reads our ETRecord together with an ETDump of the program."""
+    from executorch.devtools import Inspector
+
+    from vggt_et.runtime.program import PteProgram
+
+    path, report = fp32_program
+    etrecord = report["arguments"]["etrecord"]
+    program = PteProgram(path, enable_etdump=True)
+    program.run([np.random.default_rng(0).random((1, 2, 3, 28, 42), dtype=np.float32)])
+    etdump = tmp_path / "run.etdp"
+    program.write_etdump(etdump)
+    inspector = Inspector(etdump_path=str(etdump), etrecord=etrecord)
+    events = [event for block in inspector.event_blocks for event in block.events]
+    assert events and any(event.perf_data is not None for event in events)
+
+
+def test_host_runner_equals_python_runtime_on_tiny_vggt(fp32_program) -> None:
+    from vggt_et.runtime.bench import run_bench
+    from vggt_et.runtime.runner_build import build_runner
+
+    path, _ = fp32_program
+    report = run_bench(path, runner=build_runner("host"), iters=1, echo=lambda _: None)
+    assert report["check"]["ok"]
+    assert max(o["rel_l2"] for o in report["check"]["outputs"]) <= 1e-6
+
+
+def test_aarch64_runner_under_qemu_matches_on_tiny_vggt(fp32_program, tmp_path) -> None:
+    import subprocess
+
+    from vggt_et.runtime.program import PteProgram
+    from vggt_et.runtime.runner_build import QEMU_AARCH64, build_runner
+
+    path, _ = fp32_program
+    images = np.random.default_rng(3).random((1, 2, 3, 28, 42), dtype=np.float32)
+    np.save(tmp_path / "images.npy", images)
+    runner = build_runner("aarch64-linux")
+    args = [
+        "--model",
+        path,
+        "--input",
+        str(tmp_path / "images.npy"),
+        "--output-dir",
+        str(tmp_path),
+        "--iters",
+        "1",
+    ]
+    done = subprocess.run([*QEMU_AARCH64, str(runner), *args], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for index, want in enumerate(PteProgram(path).run([images])):
+        np.testing.assert_allclose(np.load(tmp_path / f"output_{index}.npy"), want, rtol=1e-5, atol=1e-5)

@@ -16,12 +16,10 @@ import numpy as np
 import pytest
 
 from vggt_et.runtime.program import PteProgram, example_inputs
-from vggt_et.runtime.runner_build import build_runner
+from vggt_et.runtime.runner_build import QEMU_AARCH64, build_runner
 from vggt_et.runtime.toy import cached_toy_pte
 
-# SME off: under qemu 7.2 (Debian 12) the int8 program's output is 26 % off with SME enabled (XNNPACK then
-# picks SME kernels) and bit-equal to x86 with it disabled, with SVE2, i8mm and dot-product still on.
-QEMU = ["qemu-aarch64", "-cpu", "max,sme=off", "-L", "/usr/aarch64-linux-gnu"]
+QEMU = list(QEMU_AARCH64)
 
 
 @pytest.fixture(scope="module")

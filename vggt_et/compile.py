@@ -6,6 +6,7 @@ compile; the .pte is written atomically.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import platform
 from collections.abc import Sequence
@@ -172,11 +173,13 @@ def compile_model(options: CompileOptions, *, quiet: bool = False) -> dict[str, 
         edge = lower(ep, options.backend, options.soc, metadata)
     del ep
     lowered = edge.exported_program()
+    # ETRecord wants the edge program as it was before to_executorch, which rewrites it in place.
+    edge_for_record = copy.deepcopy(edge) if options.etrecord else None
     with clock.stage("to_executorch"):
         program = to_executorch(edge)
     if options.etrecord:
-        with clock.stage("etrecord"):
-            _write_etrecord(options.etrecord, edge)
+        with clock.stage("etrecord", options.etrecord):
+            _write_etrecord(options.etrecord, edge_for_record, program)
     with clock.stage("write", options.output):
         # Streamed from the serialiser's segments: no second in-memory copy of the weights.
         atomic_write(options.output, program.write_to_file)
@@ -188,10 +191,11 @@ def _save_exported(path: str, ep) -> None:
     atomic_write(path, lambda f: torch.export.save(ep, f))
 
 
-def _write_etrecord(path: str, edge) -> None:
+def _write_etrecord(path: str, edge, program) -> None:
+    """ETRecord for ExecuTorch's Inspector (maps ETDump profiles back to graph nodes)."""
     from executorch.devtools import generate_etrecord
 
-    generate_etrecord(path, edge_dialect_program=edge, executorch_program=None)
+    atomic_write(path, lambda f: generate_etrecord(f, edge, program))
 
 
 def _file_sha256(path: str) -> str:

@@ -22,9 +22,10 @@ DEFAULT_KEEP_FLOAT = (
 
 
 def calibration_samples(
-    calib_data: str | None, shape: ProgramShape, count: int, *, seed: int = 0
+    calib_data: str | None, shape: ProgramShape, count: int, *, seed: int = 0, batch_dim: bool = True
 ) -> list[tuple]:
-    """`count` S-view groups from a BlendedMVS-layout folder (synthetic scenes when None), as model inputs."""
+    """`count` S-view groups from a BlendedMVS-layout folder (synthetic scenes when None), as model inputs
+    ([1, S, 3, H, W], or [S, 3, H, W] for rank-4 QNN programs)."""
     from vggt_et.data.calibration import calibration_groups
 
     if count < 1:
@@ -32,7 +33,7 @@ def calibration_samples(
     groups = calibration_groups(
         calib_data, shape.frames, shape.height, shape.width, n_groups=count, seed=seed
     )
-    return [(group.images.unsqueeze(0).float(),) for group in groups]
+    return [(group.images.unsqueeze(0).float() if batch_dim else group.images.float(),) for group in groups]
 
 
 def quantize_for_backend(
@@ -50,7 +51,13 @@ def quantize_for_backend(
         raise UserError(str(exc)) from None
     samples = None
     if get_recipe(recipe).needs_calibration:
-        samples = calibration_samples(options.calib_data, shape, options.calib_samples, seed=options.seed)
+        samples = calibration_samples(
+            options.calib_data,
+            shape,
+            options.calib_samples,
+            seed=options.seed,
+            batch_dim=options.backend != "qnn",
+        )
     keep_float = tuple(options.extra.get("keep_float", DEFAULT_KEEP_FLOAT))
     recipe_options = {"bits_by_layer": layer_bits} if layer_bits else {}
     result = quantize_program(ep, recipe, samples, keep_float=keep_float, progress=True, **recipe_options)

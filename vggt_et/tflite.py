@@ -23,7 +23,7 @@ def convert_tflite(ep, example: np.ndarray | object) -> bytes:
     litert = require_litert()
     module = ep.module()
     edge = litert.convert(module, (example,))
-    return bytes(edge.tflite_model())
+    return bytes(edge.model_content())
 
 
 def run_tflite(path: str, images: np.ndarray) -> list[np.ndarray]:
