@@ -216,6 +216,9 @@ def _is_observed(edge_or_node: object) -> bool:
     return annotation is not None and annotation.output_qspec is not None
 
 
+_CATS = (torch.ops.aten.cat.default, torch.ops.aten.concat.default)
+
+
 def isolate_float_nodes(model: GraphModule, kept: set[Node]) -> None:
     """Drop annotations that would quantize the inputs or outputs of ``kept`` nodes.
 
@@ -225,6 +228,15 @@ def isolate_float_nodes(model: GraphModule, kept: set[Node]) -> None:
     """
     for node in kept:
         node.meta.pop(ANNOTATION_KEY, None)
+    # A concatenation observes all its inputs as one range (QNN's ConcatObserver looks up every input's
+    # observer): if isolation takes the quantization off one input, the whole cat has to stay float.
+    whole_cats = {
+        node
+        for node in model.graph.nodes
+        if node.target in _CATS
+        and ANNOTATION_KEY in node.meta
+        and all(i in node.meta[ANNOTATION_KEY].input_qspec_map for i in node.args[0] if isinstance(i, Node))
+    }
     for node in model.graph.nodes:
         annotation = node.meta.get(ANNOTATION_KEY)
         if annotation is None:
@@ -246,6 +258,11 @@ def isolate_float_nodes(model: GraphModule, kept: set[Node]) -> None:
                     changed = True
             if not all(_is_observed(source) for source in _spec_sources(annotation.output_qspec)):
                 annotation.output_qspec = None
+                changed = True
+            if node in whole_cats and any(
+                i not in annotation.input_qspec_map for i in node.args[0] if isinstance(i, Node)
+            ):
+                node.meta.pop(ANNOTATION_KEY)
                 changed = True
 
 
