@@ -58,12 +58,18 @@ def test_xnnpack_w4_compiles_and_runs(tmp_path_factory, eager) -> None:
     assert report["pte_bytes"] < 0.6 * weights  # tiny keeps convs and norms in fp32; vggt-1b is benchmarked
 
 
-def test_qnn_int8_annotated_and_converted_without_sdk(tmp_path_factory, monkeypatch) -> None:
+@pytest.mark.parametrize(("quant", "recipe"), [("int8", "qnn-8a8w"), ("w4", "qnn-16a4w")])
+def test_qnn_graph_annotated_and_converted_without_sdk(tmp_path_factory, monkeypatch, quant, recipe) -> None:
     monkeypatch.delenv("QNN_SDK_ROOT", raising=False)
     path, report = _compile(
-        tmp_path_factory, "qnn_int8", backend="qnn", quant="int8", calib_samples=1, stop_before_lowering=True
+        tmp_path_factory,
+        f"qnn_{quant}",
+        backend="qnn",
+        quant=quant,
+        calib_samples=1,
+        stop_before_lowering=True,
     )
-    assert report["quantization"]["recipe"] == "qnn-8a8w"
+    assert report["quantization"]["recipe"] == recipe
     program = torch.export.load(path)
     targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
     assert sum("quantize_per_tensor" in t for t in targets) > 20
