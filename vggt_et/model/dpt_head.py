@@ -59,12 +59,22 @@ def grid_to_embed(grid: torch.Tensor, channels: int, omega_0: float = 100.0) -> 
 
 
 def add_pos_embed(x: torch.Tensor, image_width: int, image_height: int, ratio: float = 0.1) -> torch.Tensor:
-    """x + ratio · sin/cos embedding of the feature map's uv grid (depends on shapes only)."""
-    height, width = x.shape[-2:]
+    """x + ratio · sin/cos embedding of the feature map's uv grid (depends on shapes only).
+
+    The embedding's first half of channels depends only on the column (u), the second half only on the
+    row (v), so it is added as two broadcast terms. Every element equals the official [C, H, W] table's,
+    but a compiled program stores C·(H + W) numbers instead of C·H·W (about 270 MB less for VGGT-1B's
+    full-resolution map, which would otherwise dominate a W4 program's size).
+    """
+    channels, height, width = x.shape[1:]
+    half = channels // 2
     grid = uv_grid(width, height, image_width / image_height, x.dtype, x.device)
-    # The embedding is built in float32 (float64 inside); cast so a float16 model stays float16.
-    emb = (grid_to_embed(grid, x.shape[1]) * ratio).to(x.dtype)
-    return x + emb.permute(2, 0, 1)[None].expand(x.shape[0], -1, -1, -1)
+    # Built in float32 (float64 inside) like the official code; cast so a float16 model stays float16.
+    emb_u = (sincos_embed_1d(half, grid[0, :, 0]) * ratio).to(x.dtype)  # [W, C/2]: columns
+    emb_v = (sincos_embed_1d(half, grid[:, 0, 1]) * ratio).to(x.dtype)  # [H, C/2]: rows
+    first = x[:, :half] + emb_u.t()[None, :, None, :]
+    second = x[:, half:] + emb_v.t()[None, :, :, None]
+    return torch.cat([first, second], dim=1)
 
 
 class ResidualConvUnit(nn.Module):
