@@ -145,7 +145,9 @@ class PteProgram:
 
     def write_etdump(self, path: str | os.PathLike) -> None:
         """Writes the profile recorded so far (needs `enable_etdump=True`)."""
-        self._program.write_etdump_result_to_file(str(path))
+        # The debug buffer (intermediate outputs) is empty unless debug_buffer_size was set; its file goes
+        # beside the ETDump so nothing lands in the working directory.
+        self._program.write_etdump_result_to_file(str(path), str(path) + ".debug")
 
 
 def load_program(
