@@ -48,7 +48,5 @@ def run_demo(out_dir: Path, preset: str = "tiny", frames: int = 2, height: int =
         f"\n.pte {report['pte_bytes'] / 2**20:.1f} MiB, {100 * report['delegated_fraction']:.1f}% of compute ops "
         f"delegated in {report['delegate_segments']} segment(s), compiled in {report['total_seconds']:.0f} s"
     )
-    click.echo(
-        f"made in {out_dir}: {pte.name}, {pte.with_suffix('.json').name}, compare.json, scenes/, run/ ("
-    )
-    click.echo("  " + ", ".join(p.name for p in written) + ")")
+    click.echo(f"made in {out_dir}: {pte.name}, {pte.with_suffix('.json').name}, compare.json, scenes/, run/")
+    click.echo("  run/: " + ", ".join(p.name for p in written))
