@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import subprocess
@@ -27,6 +28,14 @@ def machine() -> str:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM"
+
+
+def add_shape_args(parser: argparse.ArgumentParser) -> None:
+    """--preset/--frames/--height/--width with the product's defaults (vggt-1b, 2 frames, 518x518)."""
+    parser.add_argument("--preset", default="vggt-1b")
+    parser.add_argument("--frames", type=int, default=2)
+    parser.add_argument("--height", type=int, default=518)
+    parser.add_argument("--width", type=int, default=518)
 
 
 def run_cli(args: list[str]) -> None:

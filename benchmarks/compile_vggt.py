@@ -21,17 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import machine, read_json, run_cli, time_calls
+from _common import add_shape_args, machine, read_json, run_cli, time_calls
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--preset", default="vggt-1b")
-    parser.add_argument("--frames", type=int, default=2)
-    parser.add_argument("--height", type=int, default=518)
-    parser.add_argument("--width", type=int, default=518)
+    add_shape_args(parser)
     parser.add_argument("--outputs", default="depth")
     parser.add_argument("--iters", type=int, default=2)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())

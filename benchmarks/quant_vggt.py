@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import machine, read_json, run_cli, time_calls
+from _common import add_shape_args, machine, read_json, run_cli, time_calls
 from vggt_et.evaluate import ground_truth_metrics, scene_inputs
 from vggt_et.inference import program_info, run_program
 from vggt_et.runtime.metrics import rel_l2
@@ -28,10 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--preset", default="vggt-1b")
-    parser.add_argument("--frames", type=int, default=2)
-    parser.add_argument("--height", type=int, default=518)
-    parser.add_argument("--width", type=int, default=518)
+    add_shape_args(parser)
     parser.add_argument("--schemes", default="fp32,int8,w4,w4-fisher")
     parser.add_argument("--calib-data", default=None, help="BlendedMVS-layout folder (default: synthetic)")
     parser.add_argument("--calib-samples", type=int, default=4)
