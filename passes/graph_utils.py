@@ -176,8 +176,12 @@ def add_constant(ep: ExportedProgram, tensor: torch.Tensor, base_name: str = "_f
         if spec.kind != InputKind.CONSTANT_TENSOR:
             continue
         old = ep.constants.get(spec.target)
-        if (isinstance(old, torch.Tensor) and old.shape == tensor.shape and old.dtype == tensor.dtype
-                and torch.equal(old, tensor)):
+        if (
+            isinstance(old, torch.Tensor)
+            and old.shape == tensor.shape
+            and old.dtype == tensor.dtype
+            and torch.equal(old, tensor)
+        ):
             return next(n for n in graph.nodes if n.op == "placeholder" and n.name == spec.arg.name)
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     specs = ep.graph_signature.input_specs
@@ -223,3 +227,12 @@ def remove_unused_constants(ep: ExportedProgram) -> int:
         removed += 1
     return removed
 
+
+def permutation(node: Node, rank: int) -> list[int]:
+    """The dim order a permute or transpose node applies, as a full permutation of `rank` dims."""
+    if node.target == torch.ops.aten.permute.default:
+        return [int(p) % rank for p in node.args[1]]
+    a, b = int(node.args[1]) % rank, int(node.args[2]) % rank
+    perm = list(range(rank))
+    perm[a], perm[b] = perm[b], perm[a]
+    return perm

@@ -18,13 +18,19 @@ import torch
 from torch.export import ExportedProgram
 from torch.fx import Node
 
-from .graph_utils import emit, finalize, prod, static_shape
+from .graph_utils import emit, finalize, permutation, prod, static_shape
 
 aten = torch.ops.aten
 
 _TO_RESHAPE = (
-    aten.view.default, aten._unsafe_view.default, aten.unsqueeze.default, aten.squeeze.dim, aten.squeeze.dims,
-    aten.squeeze.default, aten.flatten.using_ints, aten.unflatten.int,
+    aten.view.default,
+    aten._unsafe_view.default,
+    aten.unsqueeze.default,
+    aten.squeeze.dim,
+    aten.squeeze.dims,
+    aten.squeeze.default,
+    aten.flatten.using_ints,
+    aten.unflatten.int,
 )
 _BROADCASTING = (aten.add.Tensor, aten.mul.Tensor, aten.sub.Tensor, aten.div.Tensor)
 # Identities in an inference graph (`pred.detach()`); to_edge makes them `alias_copy`, which XNNPACK leaves out.
@@ -74,9 +80,9 @@ def _one_sweep(graph) -> int:
                 changes += 1
         elif node.target in (aten.permute.default, aten.transpose.int):
             rank = len(shape)
-            perm = _perm(node, rank)
+            perm = permutation(node, rank)
             while _is(src, (aten.permute.default, aten.transpose.int)):
-                inner = _perm(src, rank)
+                inner = permutation(src, rank)
                 perm = [inner[p] for p in perm]
                 src = src.args[0]
             src_shape = static_shape(src)
@@ -107,15 +113,6 @@ def _one_sweep(graph) -> int:
 def _is_plain_clone(node: Node) -> bool:
     fmt = node.kwargs.get("memory_format")
     return node.target == aten.clone.default and fmt in (None, torch.preserve_format, torch.contiguous_format)
-
-
-def _perm(node: Node, rank: int) -> list[int]:
-    if node.target == aten.permute.default:
-        return [int(p) % rank for p in node.args[1]]
-    a, b = int(node.args[1]) % rank, int(node.args[2]) % rank
-    perm = list(range(rank))
-    perm[a], perm[b] = perm[b], perm[a]
-    return perm
 
 
 def _only_moves_unit_dims(perm: list[int], src_shape: list[int]) -> bool:

@@ -16,7 +16,7 @@ import torch
 from torch.export import ExportedProgram
 from torch.fx import Node
 
-from .graph_utils import emit, finalize, prod, static_shape
+from .graph_utils import emit, finalize, permutation, prod, static_shape
 
 aten = torch.ops.aten
 SELECT_OPS = (aten.select.int,)
@@ -130,9 +130,9 @@ def select_to_slice(ep: ExportedProgram) -> tuple[ExportedProgram, int]:
 
 def _push_select(graph, node: Node, x: Node, d: int, i: int, shape: list[int]) -> tuple[Node, list[Node]]:
     """Return the replacement of select(x, d, i) and any new selects still to be rewritten."""
-    out_shape = shape[:d] + shape[d + 1:]
+    out_shape = shape[:d] + shape[d + 1 :]
     if x.op == "call_function" and x.target in (aten.permute.default, aten.transpose.int):
-        perm = _as_permutation(x, len(shape))
+        perm = permutation(x, len(shape))
         src_dim = perm[d]
         rest = [p for k, p in enumerate(perm) if k != d]
         rest = [p - 1 if p > src_dim else p for p in rest]
@@ -145,21 +145,12 @@ def _push_select(graph, node: Node, x: Node, d: int, i: int, shape: list[int]) -
         groups = reshape_groups(src, shape) if src is not None else None
         for src_dims, dst_dims in groups or []:
             if d == dst_dims.start and len(src_dims) == 1:
-                inner = prod(shape[d + 1: dst_dims.stop])
+                inner = prod(shape[d + 1 : dst_dims.stop])
                 j = src_dims.start
                 sl = emit(graph, aten.slice.Tensor, (x.args[0], j, i * inner, (i + 1) * inner), like=node)
                 return emit(graph, aten.reshape.default, (sl, out_shape), like=node), []
     sl = emit(graph, aten.slice.Tensor, (x, d, i, i + 1), like=node)
     return emit(graph, aten.reshape.default, (sl, out_shape), like=node), []
-
-
-def _as_permutation(node: Node, rank: int) -> list[int]:
-    if node.target == aten.permute.default:
-        return [int(p) % rank for p in node.args[1]]
-    a, b = int(node.args[1]) % rank, int(node.args[2]) % rank
-    perm = list(range(rank))
-    perm[a], perm[b] = perm[b], perm[a]
-    return perm
 
 
 def push_slices(ep: ExportedProgram) -> tuple[ExportedProgram, int]:
@@ -208,9 +199,12 @@ def _plan_slice(src: Node, sl: Node):
     end = sl.args[3] if len(sl.args) > 3 and sl.args[3] is not None else shape[d]
     if not isinstance(start, int) or not isinstance(end, int):
         return None
-    start, end = max(0, start + shape[d] if start < 0 else start), min(shape[d], end + shape[d] if end < 0 else end)
+    start, end = (
+        max(0, start + shape[d] if start < 0 else start),
+        min(shape[d], end + shape[d] if end < 0 else end),
+    )
     if src.target in (aten.permute.default, aten.transpose.int):
-        perm = _as_permutation(src, len(shape))
+        perm = permutation(src, len(shape))
 
         def emit_permuted() -> Node:
             inner = emit(graph, aten.slice.Tensor, (src.args[0], perm[d], start, end), like=sl)
@@ -221,7 +215,7 @@ def _plan_slice(src: Node, sl: Node):
     out_shape[d] = end - start
     for src_dims, dst_dims in reshape_groups(inner_shape, shape) or []:
         if d == dst_dims.start and len(src_dims) == 1:
-            inner = prod(shape[d + 1: dst_dims.stop])
+            inner = prod(shape[d + 1 : dst_dims.stop])
             j = src_dims.start
 
             def emit_reshaped(j: int = j, inner: int = inner) -> Node:

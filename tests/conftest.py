@@ -37,3 +37,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def runner():
+    """The host C++ runner, built (incrementally) once per session."""
+    from vggt_et.runtime.runner_build import build_runner
+
+    return build_runner("host")
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """A small fp32 XNNPACK toy program (conv + attention), cached on disk."""
+    from vggt_et.runtime.toy import cached_toy_pte
+
+    return cached_toy_pte("fp32")

@@ -16,8 +16,6 @@ import pytest
 
 from vggt_et.runtime.adb import AdbError
 from vggt_et.runtime.bench import REMOTE_ROOT, BenchError, bench_command, format_table, run_bench
-from vggt_et.runtime.runner_build import build_runner
-from vggt_et.runtime.toy import cached_toy_pte
 
 SERIAL = "FAKE0001"
 
@@ -67,16 +65,6 @@ else:
     print("fake adb: unsupported " + " ".join(args), file=sys.stderr)
     sys.exit(1)
 '''
-
-
-@pytest.fixture(scope="module")
-def runner() -> Path:
-    return build_runner("host")
-
-
-@pytest.fixture(scope="module")
-def toy() -> Path:
-    return cached_toy_pte("fp32")
 
 
 @pytest.fixture()

@@ -9,18 +9,6 @@ import numpy as np
 import pytest
 
 from vggt_et.runtime.program import PteProgram, example_inputs
-from vggt_et.runtime.runner_build import build_runner
-from vggt_et.runtime.toy import cached_toy_pte
-
-
-@pytest.fixture(scope="module")
-def runner() -> Path:
-    return build_runner("host")
-
-
-@pytest.fixture(scope="module")
-def toy() -> Path:
-    return cached_toy_pte("fp32")
 
 
 @pytest.fixture()

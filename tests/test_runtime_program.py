@@ -16,12 +16,7 @@ from vggt_et.runtime.program import (
     set_threads,
     thread_count,
 )
-from vggt_et.runtime.toy import ToyPatchAttention, cached_toy_pte, toy_inputs
-
-
-@pytest.fixture(scope="module")
-def toy() -> Path:
-    return cached_toy_pte("fp32")
+from vggt_et.runtime.toy import ToyPatchAttention, toy_inputs
 
 
 def test_specs_come_from_method_meta(toy: Path) -> None:
