@@ -58,6 +58,7 @@ def main() -> None:
     )
     report = read_json(report_path)
 
+    from vggt_et.compile import OUTPUT_HEADS
     from vggt_et.export import VGGTProgram, parse_outputs
     from vggt_et.model.loading import load_model
     from vggt_et.runtime.program import PteProgram, set_threads
@@ -70,7 +71,7 @@ def main() -> None:
     pte_ms = time_calls(lambda: program.run([images]), args.iters)
 
     groups = parse_outputs(args.outputs)
-    heads = sorted({"depth": "depth", "points": "point", "camera": "camera"}[g] for g in groups)
+    heads = sorted({OUTPUT_HEADS[g] for g in groups})
     eager = VGGTProgram(load_model(args.preset, random_weights=True, heads=heads), groups).eval()
     x = torch.from_numpy(images)
     print(f"timing eager ({args.iters} iterations) ...", file=sys.stderr, flush=True)

@@ -14,20 +14,13 @@ from vggt_et.inference import ProgramInfo, program_info, run_program
 
 def eager_outputs(model: torch.nn.Module, info: ProgramInfo, images: np.ndarray) -> dict[str, np.ndarray]:
     """Our eager model through the same wrapper the program was exported from."""
-    from vggt_et.export import VGGTProgram
+    from vggt_et.export import OUTPUT_GROUPS, VGGTProgram
 
-    groups = tuple(g for g, tensors in _GROUP_TENSORS.items() if set(tensors) <= set(info.outputs))
+    groups = tuple(g for g, tensors in OUTPUT_GROUPS.items() if set(tensors) <= set(info.outputs))
     program = VGGTProgram(model, groups).eval()
     with torch.no_grad():
         arrays = program(torch.from_numpy(images))
     return {name: a.numpy() for name, a in zip(info.outputs, arrays, strict=True)}
-
-
-_GROUP_TENSORS = {
-    "depth": ("depth", "depth_conf"),
-    "points": ("world_points", "world_points_conf"),
-    "camera": ("pose_enc",),
-}
 
 
 def scene_inputs(info: ProgramInfo, calib_data: str | None, seed: int) -> tuple[np.ndarray, dict | None, str]:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vggt_et.compile import OUTPUT_HEADS
 from vggt_et.errors import UserError
 from vggt_et.export import ProgramShape
 from vggt_et.quantizers.fisher import FisherStats, compute_block_fisher, plot_fisher_heatmap
@@ -29,7 +30,7 @@ from vggt_et.quantizers.rotation import (
 )
 
 TASK_OUTPUTS = {"camera": "pose_enc", "depth": "depth", "points": "world_points"}
-TASK_HEADS = {"camera": "camera", "depth": "depth", "points": "point"}
+TASK_HEADS = {task: OUTPUT_HEADS[task] for task in TASK_OUTPUTS}  # tasks are named like output groups
 ALL_TASKS = tuple(TASK_OUTPUTS)
 ROTATION_SEED = 0
 
