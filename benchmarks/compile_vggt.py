@@ -24,6 +24,15 @@ import torch
 from _common import add_shape_args, machine, read_json, run_cli, time_calls
 
 
+def _time_pte(pte: Path, images: np.ndarray, iters: int) -> dict:
+    """Load once (weights packed once) and time execution, as an app would; the program is freed on
+    return so its weights do not crowd the eager model and TFLite."""
+    from vggt_et.runtime.program import PteProgram
+
+    program = PteProgram(pte)
+    return time_calls(lambda: program.run([images]), iters)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -61,14 +70,13 @@ def main() -> None:
     from vggt_et.compile import OUTPUT_HEADS
     from vggt_et.export import VGGTProgram, parse_outputs
     from vggt_et.model.loading import load_model
-    from vggt_et.runtime.program import PteProgram, set_threads
+    from vggt_et.runtime.program import set_threads
 
     torch.set_num_threads(args.threads)
     set_threads(args.threads)
     images = np.random.default_rng(0).random((1, args.frames, 3, args.height, args.width), dtype=np.float32)
     print(f"timing the .pte ({args.iters} iterations) ...", file=sys.stderr, flush=True)
-    program = PteProgram(pte)  # loaded (and its weights packed) once: we time execution, as an app would
-    pte_ms = time_calls(lambda: program.run([images]), args.iters)
+    pte_ms = _time_pte(pte, images, args.iters)
 
     groups = parse_outputs(args.outputs)
     heads = sorted({OUTPUT_HEADS[g] for g in groups})

@@ -81,11 +81,13 @@ def _delegated_ops(lowered_graph: Graph, owner: torch.nn.Module) -> collections.
 
 
 def lower_xnnpack(ep: ExportedProgram):
-    """`to_edge_transform_and_lower` with the XNNPACK partitioner (imported lazily: it is slow to import)."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    """`to_edge_transform_and_lower` with XNNPACK's configs (imported lazily: slow to import), partitioned
+    in linear memory (partitioning.py)."""
     from executorch.exir import to_edge_transform_and_lower
 
-    return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+    from .partitioning import lean_xnnpack_partitioner
+
+    return to_edge_transform_and_lower(ep, partitioner=[lean_xnnpack_partitioner()])
 
 
 def coverage(lowered_ep: ExportedProgram) -> dict[str, Any]:

@@ -75,6 +75,42 @@ def xnnpack_quantizer(
     return FloatLayerQuantizer(quantizer, keep_float)
 
 
+class DynamicConvQuantizer(Quantizer):
+    """int8 per-output-channel weights with per-tensor dynamic int8 activations on every standard 2-D
+    convolution that ``accept`` takes (XNNPACK's qd8 convolution); nothing else is annotated.
+
+    XNNPACKQuantizer's dynamic config leaves out convolutions whose only user is a ReLU (it expects its
+    static conv+relu pattern to take them); with dynamic activations the output stays float, so the
+    ReLU needs no annotation and every such convolution qualifies.
+    """
+
+    def __init__(self, accept: Callable[[Node], bool]) -> None:
+        super().__init__()
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+
+        self.config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
+        self.accept = accept
+
+    def qualifies(self, model: GraphModule, node: Node) -> bool:
+        if node.target is not torch.ops.aten.conv2d.default or not self.accept(node):
+            return False
+        groups = node.args[6] if len(node.args) > 6 else 1
+        shape = _weight_shape(model, node)
+        return groups == 1 and shape is not None and len(shape) == 4
+
+    def annotate(self, model: GraphModule) -> GraphModule:
+        from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+        for node in model.graph.nodes:
+            if node.op == "call_function" and self.qualifies(model, node):
+                specs = {node.args[0]: self.config.input_activation, node.args[1]: self.config.weight}
+                node.meta[ANNOTATION_KEY] = QuantizationAnnotation(input_qspec_map=specs, _annotated=True)
+        return model
+
+    def validate(self, model: GraphModule) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def _without_sdk_download() -> Iterator[bool]:
     """While building a QnnQuantizer without ``QNN_SDK_ROOT``, make SDK setup fail fast, not download.

@@ -14,7 +14,8 @@ xnnpack-8da4w          torchao Int8DynamicActivationIntxWeightConfig on the   no
                        linears: int4 weights per group (``group_size``, 0 =
                        per channel), int8 per-token dynamic activations;
                        ``bits_by_layer``: per-layer 4/8-bit plan (8: per
-                       channel)
+                       channel); 2-D convs (``conv_weights="int8"``): PT2E
+                       int8 per-channel weights, dynamic activations
 qnn-8a8w / -16a8w /    PT2E QnnQuantizer: uint8/uint16 static per-tensor      yes
 -16a4w / -16a4w_block  activations, int8/int4 per-channel weights (block:
                        LPBQ per-block int4 on linears, ``block_size``)
@@ -86,8 +87,9 @@ _RECIPES = {
             "xnnpack",
             "8da4w",
             False,
-            {"group_size": 32, "weight_bits": 4, "bits_by_layer": None},
-            "torchao 8da4w on linears: int4 weights per group, dynamic per-token int8 activations",
+            {"group_size": 32, "weight_bits": 4, "bits_by_layer": None, "conv_weights": "int8"},
+            "torchao 8da4w on linears: int4 weights per group, dynamic per-token int8 activations; "
+            "2-D convolutions: int8 per-channel weights, dynamic activations (PT2E)",
         ),
         Recipe("qnn-8a8w", "qnn", "8a8w", True, {"soc_model": "SM8650"}, "QnnQuantizer uint8 act, int8 w"),
         Recipe("qnn-16a8w", "qnn", "16a8w", True, {"soc_model": "SM8650"}, "QnnQuantizer uint16 act, int8 w"),
@@ -204,6 +206,21 @@ def _example_inputs(
     )
 
 
+def _dynamic_int8_convs(
+    module: GraphModule, args: tuple, keep, *, progress: bool
+) -> tuple[GraphModule, list[str]]:
+    """PT2E int8 per-channel weights with dynamic activations on the 2-D convolutions only (XNNPACK runs
+    them as qd8 convolutions); everything else is left for the other recipe. No calibration: one run
+    fills the weight observers."""
+    from .pt2e_recipes import DynamicConvQuantizer, prepare_calibrate_convert
+
+    quantizer = DynamicConvQuantizer(lambda node: keep is None or not keep(node))
+    if not any(n.op == "call_function" and quantizer.qualifies(module, n) for n in module.graph.nodes):
+        return module, []
+    outcome = prepare_calibrate_convert(module, quantizer, [args], progress=progress, desc="conv weights")
+    return outcome.converted, outcome.quantized_layers
+
+
 def quantize_program(
     program: ExportedProgram,
     recipe: str,
@@ -242,6 +259,13 @@ def quantize_program(
 
         if calibration is not None:
             notes.append("8da4w quantizes activations at run time: calibration samples were not used")
+        conv_layers: list[str] = []
+        if resolved["conv_weights"] == "int8":
+            module, conv_layers = _dynamic_int8_convs(module, args, keep, progress=progress)
+        elif resolved["conv_weights"] != "float":
+            raise UnknownOptionError(
+                f"conv_weights must be 'int8' or 'float', got {resolved['conv_weights']!r}"
+            )
         outcome = quantize_linears_8da4w(
             module,
             group_size=resolved["group_size"],
@@ -250,7 +274,8 @@ def quantize_program(
             progress=progress,
             bits_by_layer=resolved["bits_by_layer"],
         )
-        quantized, kept, converted = outcome.quantized_layers, outcome.float_layers, outcome.module
+        quantized, converted = conv_layers + outcome.quantized_layers, outcome.module
+        kept = [p for p in outcome.float_layers if p not in conv_layers]
         notes += outcome.notes
     else:
         from .pt2e_recipes import prepare_calibrate_convert, qnn_quantizer, xnnpack_quantizer

@@ -19,6 +19,7 @@ import torch
 from vggt_et.errors import UserError
 from vggt_et.export import ProgramShape, example_images, export_program, output_names, parse_outputs
 from vggt_et.io_utils import atomic_write, check_writable, write_json
+from vggt_et.lean_lowering import lean_lowering
 from vggt_et.lowering import lower, require_qnn_sdk, to_executorch
 from vggt_et.stages import StageClock, peak_rss_bytes
 
@@ -169,20 +170,23 @@ def compile_model(options: CompileOptions, *, quiet: bool = False) -> dict[str, 
             atomic_write(options.output, lambda f: f.write(data))
         return _finish(report, clock, options, lowered=None)
     metadata = {k: report[k] for k in ("preset", "backend", "quant", "input_shape", "outputs")}
-    with clock.stage("lower", f"to_edge_transform_and_lower ({options.backend})"):
-        edge = lower(ep, options.backend, options.soc, metadata)
-    del ep
-    lowered = edge.exported_program()
-    # ETRecord wants the edge program as it was before to_executorch, which rewrites it in place.
-    edge_for_record = copy.deepcopy(edge) if options.etrecord else None
-    with clock.stage("to_executorch"):
-        program = to_executorch(edge)
-    if options.etrecord:
-        with clock.stage("etrecord", options.etrecord):
-            _write_etrecord(options.etrecord, edge_for_record, program)
-    with clock.stage("write", options.output):
-        # Streamed from the serialiser's segments: no second in-memory copy of the weights.
-        atomic_write(options.output, program.write_to_file)
+    # Lowering and writing share one scratch folder for the spilled weight blobs (lean_lowering.py).
+    with lean_lowering(Path(options.output).resolve().parent) as spilled:
+        with clock.stage("lower", f"to_edge_transform_and_lower ({options.backend})"):
+            edge = lower(ep, options.backend, options.soc, metadata)
+        del ep
+        lowered = edge.exported_program()
+        # ETRecord wants the edge program as it was before to_executorch, which rewrites it in place.
+        edge_for_record = copy.deepcopy(edge) if options.etrecord else None
+        with clock.stage("to_executorch"):
+            program = to_executorch(edge)
+        if options.etrecord:
+            with clock.stage("etrecord", options.etrecord):
+                _write_etrecord(options.etrecord, edge_for_record, program)
+        with clock.stage("write", options.output):
+            # Streamed from the serialiser's segments and spilled files: no in-memory copy of the weights.
+            atomic_write(options.output, program.write_to_file)
+    report["spilled_weight_bytes"] = spilled.bytes
     return _finish(report, clock, options, lowered=lowered)
 
 

@@ -35,9 +35,9 @@ def metadata_tensor(metadata: dict[str, Any]) -> torch.Tensor:
 
 def partitioners(backend: str, soc: str) -> list:
     if backend == "xnnpack":
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from vggt_et.passes.partitioning import lean_xnnpack_partitioner
 
-        return [XnnpackPartitioner()]
+        return [lean_xnnpack_partitioner()]
     if backend == "qnn":
         return [_qnn_partitioner(soc)]
     if backend == "portable":
