@@ -32,6 +32,12 @@ def main() -> None:
     parser.add_argument("--schemes", default="fp32,int8,w4,w4-fisher")
     parser.add_argument("--calib-data", default=None, help="BlendedMVS-layout folder (default: synthetic)")
     parser.add_argument("--calib-samples", type=int, default=4)
+    parser.add_argument(
+        "--w4-group-size",
+        type=int,
+        default=None,
+        help="int4 group size for w4 and w4-fisher (compile's default)",
+    )
     parser.add_argument("--iters", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work-dir", default=None, help="Keep programs here; existing ones are reused.")
@@ -43,11 +49,14 @@ def main() -> None:
     shape = ["--frames", str(args.frames), "--height", str(args.height), "--width", str(args.width)]
     reports, programs = {}, {}
     for scheme in args.schemes.split(","):
-        pte, report = work / f"{args.preset}_{scheme}.pte", work / f"{args.preset}_{scheme}.json"
+        w4 = scheme.startswith("w4") and args.w4_group_size is not None
+        name = f"{args.preset}_{scheme}" + (f"_g{args.w4_group_size}" if w4 else "")
+        pte, report = work / f"{name}.pte", work / f"{name}.json"
         if not (pte.exists() and report.exists()):
-            calib = ["--calib-samples", str(args.calib_samples)] + (
+            extra = ["--calib-samples", str(args.calib_samples)] + (
                 ["--calib-data", args.calib_data] if args.calib_data else []
             )
+            extra += ["--w4-group-size", str(args.w4_group_size)] if w4 else []
             run_cli(
                 [
                     "compile",
@@ -57,7 +66,7 @@ def main() -> None:
                     *shape,
                     "--quant",
                     scheme,
-                    *calib,
+                    *extra,
                     "-o",
                     str(pte),
                     "--report",

@@ -44,18 +44,9 @@ class UnknownObserverError(ValueError):
     """An activation observer name the recipe does not offer."""
 
 
-def xnnpack_quantizer(
-    *,
-    dynamic: bool,
-    per_channel: bool,
-    keep_float: Callable[[Node], bool] | None,
-    observer: str = "histogram",
-) -> Quantizer:
-    """XNNPACKQuantizer with the symmetric config; nodes for which ``keep_float`` is true stay in float."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
+def symmetric_config(dynamic: bool, per_channel: bool, observer: str = "histogram"):
+    """ExecuTorch's symmetric XNNPACK config, with a min/max activation observer when asked."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
     from torchao.quantization.pt2e import MinMaxObserver
 
     if observer not in ACTIVATION_OBSERVERS:
@@ -68,27 +59,39 @@ def xnnpack_quantizer(
             config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12)
         )
         config = dataclasses.replace(config, input_activation=spec, output_activation=spec)
-    quantizer = XNNPACKQuantizer().set_global(config)
+    return config
+
+
+def xnnpack_quantizer(
+    *,
+    dynamic: bool,
+    per_channel: bool,
+    keep_float: Callable[[Node], bool] | None,
+    observer: str = "histogram",
+) -> Quantizer:
+    """XNNPACKQuantizer with the symmetric config; nodes for which ``keep_float`` is true stay in float."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+
+    quantizer = XNNPACKQuantizer().set_global(symmetric_config(dynamic, per_channel, observer))
     if keep_float is None:
         return quantizer
     quantizer.set_filter_function(lambda node: not keep_float(node))
     return FloatLayerQuantizer(quantizer, keep_float)
 
 
-class DynamicConvQuantizer(Quantizer):
-    """int8 per-output-channel weights with per-tensor dynamic int8 activations on every standard 2-D
-    convolution that ``accept`` takes (XNNPACK's qd8 convolution); nothing else is annotated.
+class ConvQuantizer(Quantizer):
+    """Static int8 on every standard 2-D convolution that ``accept`` takes, nothing else: per-channel
+    weights, per-tensor activations from a min/max observer, quantized output (XNNPACK's qs8 conv).
 
-    XNNPACKQuantizer's dynamic config leaves out convolutions whose only user is a ReLU (it expects its
-    static conv+relu pattern to take them); with dynamic activations the output stays float, so the
-    ReLU needs no annotation and every such convolution qualifies.
+    Stands beside a linear-only recipe (8da4w) so a ViT's conv head is not left in fp32. Dynamic
+    activations would need no calibration, but ExecuTorch 1.5.1's XNNPACK fails at run time on
+    dynamically quantized convolutions ("Propagating input shapes failed"), even from its own
+    XNNPACKQuantizer; static ones run.
     """
 
     def __init__(self, accept: Callable[[Node], bool]) -> None:
         super().__init__()
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
-
-        self.config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
+        self.config = symmetric_config(dynamic=False, per_channel=True, observer="minmax")
         self.accept = accept
 
     def qualifies(self, model: GraphModule, node: Node) -> bool:
@@ -104,7 +107,12 @@ class DynamicConvQuantizer(Quantizer):
         for node in model.graph.nodes:
             if node.op == "call_function" and self.qualifies(model, node):
                 specs = {node.args[0]: self.config.input_activation, node.args[1]: self.config.weight}
-                node.meta[ANNOTATION_KEY] = QuantizationAnnotation(input_qspec_map=specs, _annotated=True)
+                bias = node.args[2] if len(node.args) > 2 else None
+                if isinstance(bias, Node) and self.config.bias is not None:
+                    specs[bias] = self.config.bias
+                node.meta[ANNOTATION_KEY] = QuantizationAnnotation(
+                    input_qspec_map=specs, output_qspec=self.config.output_activation, _annotated=True
+                )
         return model
 
     def validate(self, model: GraphModule) -> None:

@@ -10,12 +10,12 @@ recipe                 what                                                   ca
 xnnpack-int8           PT2E XNNPACKQuantizer, int8 per-channel weights,       yes (static)
                        static per-tensor int8 activations (``dynamic=True``:  no (dynamic)
                        per-token activations computed at run time)
-xnnpack-8da4w          torchao Int8DynamicActivationIntxWeightConfig on the   no
+xnnpack-8da4w          torchao Int8DynamicActivationIntxWeightConfig on the   convs only
                        linears: int4 weights per group (``group_size``, 0 =
                        per channel), int8 per-token dynamic activations;
                        ``bits_by_layer``: per-layer 4/8-bit plan (8: per
-                       channel); 2-D convs (``conv_weights="int8"``): PT2E
-                       int8 per-channel weights, dynamic activations
+                       channel); 2-D convs (``conv_weights="int8"``):     (convs)
+                       PT2E static int8, per-channel weights
 qnn-8a8w / -16a8w /    PT2E QnnQuantizer: uint8/uint16 static per-tensor      yes
 -16a4w / -16a4w_block  activations, int8/int4 per-channel weights (block:
                        LPBQ per-block int4 on linears, ``block_size``)
@@ -86,10 +86,10 @@ _RECIPES = {
             "xnnpack-8da4w",
             "xnnpack",
             "8da4w",
-            False,
+            True,  # the convolutions' static ranges; the linears' activations are quantized at run time
             {"group_size": 32, "weight_bits": 4, "bits_by_layer": None, "conv_weights": "int8"},
             "torchao 8da4w on linears: int4 weights per group, dynamic per-token int8 activations; "
-            "2-D convolutions: int8 per-channel weights, dynamic activations (PT2E)",
+            "2-D convolutions: static int8 (PT2E, calibrated)",
         ),
         Recipe("qnn-8a8w", "qnn", "8a8w", True, {"soc_model": "SM8650"}, "QnnQuantizer uint8 act, int8 w"),
         Recipe("qnn-16a8w", "qnn", "16a8w", True, {"soc_model": "SM8650"}, "QnnQuantizer uint16 act, int8 w"),
@@ -206,19 +206,21 @@ def _example_inputs(
     )
 
 
-def _dynamic_int8_convs(
-    module: GraphModule, args: tuple, keep, *, progress: bool
-) -> tuple[GraphModule, list[str]]:
-    """PT2E int8 per-channel weights with dynamic activations on the 2-D convolutions only (XNNPACK runs
-    them as qd8 convolutions); everything else is left for the other recipe. No calibration: one run
-    fills the weight observers."""
-    from .pt2e_recipes import DynamicConvQuantizer, prepare_calibrate_convert
+def _static_int8_convs(
+    module: GraphModule, samples: Iterable | None, args: tuple, keep, *, progress: bool
+) -> tuple[GraphModule, list[str], int]:
+    """PT2E static int8 on the 2-D convolutions only (per-channel weights, min/max activation ranges
+    from ``samples``, or from the example inputs when none are given); everything else is left for
+    the linear recipe. Returns the module, the quantized conv layers and the samples seen."""
+    from .pt2e_recipes import ConvQuantizer, prepare_calibrate_convert
 
-    quantizer = DynamicConvQuantizer(lambda node: keep is None or not keep(node))
+    quantizer = ConvQuantizer(lambda node: keep is None or not keep(node))
     if not any(n.op == "call_function" and quantizer.qualifies(module, n) for n in module.graph.nodes):
-        return module, []
-    outcome = prepare_calibrate_convert(module, quantizer, [args], progress=progress, desc="conv weights")
-    return outcome.converted, outcome.quantized_layers
+        return module, [], 0
+    data = [args] if samples is None or _is_empty(samples) else samples
+    outcome = prepare_calibrate_convert(module, quantizer, data, progress=progress, desc="conv ranges")
+    seen = 0 if data is not samples else outcome.calibration.samples
+    return outcome.converted, outcome.quantized_layers, seen
 
 
 def quantize_program(
@@ -257,11 +259,13 @@ def quantize_program(
     if spec.name == "xnnpack-8da4w":
         from .torchao_recipes import quantize_linears_8da4w
 
-        if calibration is not None:
-            notes.append("8da4w quantizes activations at run time: calibration samples were not used")
         conv_layers: list[str] = []
         if resolved["conv_weights"] == "int8":
-            module, conv_layers = _dynamic_int8_convs(module, args, keep, progress=progress)
+            module, conv_layers, samples_seen = _static_int8_convs(
+                module, calibration, args, keep, progress=progress
+            )
+            if conv_layers and not samples_seen:
+                notes.append("conv activation ranges from the example inputs only: pass calibration samples")
         elif resolved["conv_weights"] != "float":
             raise UnknownOptionError(
                 f"conv_weights must be 'int8' or 'float', got {resolved['conv_weights']!r}"

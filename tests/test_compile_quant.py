@@ -54,8 +54,30 @@ def test_xnnpack_w4_compiles_and_runs(tmp_path_factory, eager) -> None:
     assert (
         result["outputs"]["depth"]["rel_l2"] < 0.5
     )  # runs and tracks fp32; accuracy is benchmarked, not here
+    quant = report["quantization"]
+    # The DPT head's 2-D convolutions get int8 weights (dynamic activations), all inside XNNPACK.
+    assert "model.depth_head.scratch.layer1_rn" in quant["quantized_layers"]
+    assert "model.depth_head.scratch.refinenet1.resConfUnit1.conv1" in quant["quantized_layers"]
+    assert "model.depth_head.scratch.output_conv2" not in " ".join(quant["quantized_layers"])  # kept float
+    assert report["delegated_fraction"] == 1.0 and report["delegate_segments"] == 1
     weights = report["weight_bytes"]
-    assert report["pte_bytes"] < 0.6 * weights  # tiny keeps convs and norms in fp32; vggt-1b is benchmarked
+    assert report["pte_bytes"] < 0.45 * weights  # tiny keeps norms and small tensors in fp32
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"quant": "w4", "extra": {"w4_group_size": 48}}, "multiple of 32"),
+        ({"quant": "int8", "extra": {"w4_group_size": 64}}, "applies to --quant w4/w4-fisher"),
+    ],
+)
+def test_w4_group_size_checked_before_work(tmp_path, kw, message) -> None:
+    from vggt_et.errors import UserError
+
+    options = CompileOptions(preset="tiny", random_weights=True, output=str(tmp_path / "x.pte"), **kw)
+    with pytest.raises(UserError, match=message):
+        compile_model(options, quiet=True)
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(("quant", "recipe"), [("int8", "qnn-8a8w"), ("w4", "qnn-16a4w")])

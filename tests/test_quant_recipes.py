@@ -163,9 +163,10 @@ def test_xnnpack_int8_dynamic_runs_without_calibration(toy):
 
 def test_xnnpack_8da4w_lowers_runs_quarter_size(toy):
     result = quantize_program(toy["program"], "xnnpack-8da4w", toy["calibration"], progress=False, group_size=32)
-    assert result.quantized_layers == LINEARS
-    assert result.float_layers == ["patch"]  # 8da4w covers linears only
-    assert any("not used" in note for note in result.notes)
+    # int4 linears, and the conv gets static int8 (calibrated) instead of staying fp32.
+    assert result.quantized_layers == ["patch", *LINEARS]
+    assert result.float_layers == [] and result.calibration_samples == len(toy["calibration"])
+    assert _touches_qdq(_linear_or_conv(result.program, "patch"))
     size, output, outside = _lower_and_run(result.program, toy["input"])
     assert size < 0.25 * toy["fp32"], (size, toy["fp32"])
     assert _rel_l2(output, toy["ref"]) < 0.25  # int4 random weights: coarse, but far from broken (≈1)
@@ -191,8 +192,8 @@ def test_keep_float_leaves_named_layers_without_qdq(toy):
 
 def test_keep_float_for_8da4w_keeps_plain_weights(toy):
     result = quantize_program(toy["program"], "xnnpack-8da4w", keep_float=["head", "blocks.0.*"], progress=False)
-    assert result.float_layers == ["blocks.0.qkv", "blocks.0.proj", "blocks.0.fc1", "blocks.0.fc2", "head", "patch"]
-    assert result.quantized_layers == LINEARS[4:8]
+    assert result.float_layers == ["blocks.0.qkv", "blocks.0.proj", "blocks.0.fc1", "blocks.0.fc2", "head"]
+    assert result.quantized_layers == ["patch", *LINEARS[4:8]]
     assert len(_nodes(result.program, "choose_qparams_affine")) == 4
     assert not _touches_qdq(_linear_or_conv(result.program, "head"))
 

@@ -116,6 +116,12 @@ def _shape_options(f):
     default=None,
     help="w4-fisher: share of aggregator linear weights kept in 4 bit, the rest 8 bit [default: 0.9].",
 )
+@click.option(
+    "--w4-group-size",
+    type=int,
+    default=None,
+    help="w4/w4-fisher: int4 weights per group of this many inputs, 0 = per channel [default: 32].",
+)
 @click.option("--no-rotation", is_flag=True, help="w4-fisher: skip the Hadamard rotation of the stream.")
 @click.option("--no-mixed-precision", is_flag=True, help="w4-fisher: every aggregator linear in 4 bit.")
 @click.option("--no-fisher-clip", is_flag=True, help="w4-fisher: skip Fisher-weighted weight clipping.")
@@ -133,7 +139,8 @@ def compile(**kw) -> None:  # noqa: A001 - the command's name
 
     report_path = kw.pop("report") or str(Path(kw["output"]).with_suffix(".json"))
     w4_fisher = {
-        k: kw.pop(k) for k in ("fisher", "w4_budget", "no_rotation", "no_mixed_precision", "no_fisher_clip")
+        k: kw.pop(k)
+        for k in ("fisher", "w4_budget", "w4_group_size", "no_rotation", "no_mixed_precision", "no_fisher_clip")
     }
     extra = {k: v for k, v in w4_fisher.items() if v not in (None, False)}
     options = CompileOptions(**kw, report=report_path, extra=extra)

@@ -21,6 +21,7 @@ from vggt_et.export import ProgramShape, example_images, export_program, output_
 from vggt_et.io_utils import atomic_write, check_writable, write_json
 from vggt_et.lean_lowering import lean_lowering
 from vggt_et.lowering import lower, require_qnn_sdk, to_executorch
+from vggt_et.quantize import w4_group_size
 from vggt_et.stages import StageClock, peak_rss_bytes
 
 QUANT_SCHEMES = ("fp32", "fp16", "int8", "w4", "w4-fisher")
@@ -88,6 +89,7 @@ def validate(options: CompileOptions) -> tuple[ProgramShape, tuple[str, ...]]:
     from vggt_et.w4_fisher import validate_w4_fisher
 
     validate_w4_fisher(options, shape, outputs)
+    w4_group_size(options)
     return shape, outputs
 
 
@@ -171,7 +173,7 @@ def compile_model(options: CompileOptions, *, quiet: bool = False) -> dict[str, 
         return _finish(report, clock, options, lowered=None)
     metadata = {k: report[k] for k in ("preset", "backend", "quant", "input_shape", "outputs")}
     # Lowering and writing share one scratch folder for the spilled weight blobs (lean_lowering.py).
-    with lean_lowering(Path(options.output).resolve().parent) as spilled:
+    with lean_lowering(Path(options.output).resolve().parent, spill=not options.etrecord) as spilled:
         with clock.stage("lower", f"to_edge_transform_and_lower ({options.backend})"):
             edge = lower(ep, options.backend, options.soc, metadata)
         del ep

@@ -55,13 +55,17 @@ def copy_sharing_constants(program):
 
 @contextmanager
 def lean_lowering(
-    scratch_parent: str | os.PathLike | None = None, *, spill_min_bytes: int = SPILL_MIN_BYTES
+    scratch_parent: str | os.PathLike | None = None,
+    *,
+    spill: bool = True,
+    spill_min_bytes: int = SPILL_MIN_BYTES,
 ) -> Iterator[SpillStats]:
     """Share weights with XNNPACK's preprocess copy and spill serialised weights to scratch files.
 
     Everything that writes the .pte must run inside the context: the spilled blobs live in a
     scratch folder (under `scratch_parent`, normally the output's folder, so no tmpfs fills up)
-    that is removed on exit.
+    that is removed on exit. `spill=False` keeps the blobs in memory: ExecuTorch's ETRecord serialises
+    them into its JSON and cannot take file-backed ones.
     """
     from executorch.backends.xnnpack.xnnpack_preprocess import XnnpackBackend
     from executorch.exir._serialize._cord import FileBackedData
@@ -73,7 +77,7 @@ def lean_lowering(
     own_copy = "copy_exported_program_for_preprocess" in XnnpackBackend.__dict__
     stock_copy = XnnpackBackend.__dict__.get("copy_exported_program_for_preprocess")
 
-    def spill(data: bytes) -> FileBackedData:
+    def to_file(data: bytes) -> FileBackedData:
         handle, path = tempfile.mkstemp(dir=scratch, suffix=".bin")
         with os.fdopen(handle, "wb") as f:
             f.write(data)
@@ -82,8 +86,8 @@ def lean_lowering(
         return FileBackedData(path, cleanup=True)
 
     def add_named_data(self, key, data, alignment=1, external_tag=None, tensor_layout=None):
-        if isinstance(data, bytes) and len(data) >= spill_min_bytes:
-            data = spill(data)
+        if spill and isinstance(data, bytes) and len(data) >= spill_min_bytes:
+            data = to_file(data)
         return stock_add(self, key, data, alignment, external_tag, tensor_layout)
 
     NamedDataStore.add_named_data = add_named_data

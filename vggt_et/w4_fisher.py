@@ -81,7 +81,7 @@ def settings_from_options(options: Any) -> W4FisherSettings:
     budget = 0.9 if extra.get("w4_budget") is None else float(extra["w4_budget"])
     if not 0.0 <= budget <= 1.0:
         raise UserError(f"--w4-budget is the share of aggregator linear weights in 4 bit: 0..1, got {budget}")
-    from vggt_et.quantizers.recipes import get_recipe
+    from vggt_et.quantize import w4_group_size
 
     return W4FisherSettings(
         fisher_path=extra.get("fisher"),
@@ -89,7 +89,7 @@ def settings_from_options(options: Any) -> W4FisherSettings:
         rotation=not extra.get("no_rotation", False),
         mixed_precision=not extra.get("no_mixed_precision", False),
         clipping=not extra.get("no_fisher_clip", False),
-        group_size=int(get_recipe("xnnpack-8da4w").defaults["group_size"]),
+        group_size=w4_group_size(options),
     )
 
 
