@@ -46,3 +46,26 @@ def test_lean_lowering_writes_the_same_pte_and_cleans_up(tmp_path) -> None:
     assert "copy_exported_program_for_preprocess" not in XnnpackBackend.__dict__
     for name, value in weights.items():  # preprocess shared the weights and did not write into them
         assert torch.equal(ep.state_dict[name], value), name
+
+
+def test_killed_compile_leaves_nothing_behind(tmp_path) -> None:
+    """SIGTERM during lowering: exit 143, no .pte, no scratch folder, no temporary files."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["compile", "--preset", "tiny", "--random-weights", "--frames", "2", "--height", "28"]
+    args += ["--width", "42", "-o", str(out / "tiny.pte")]
+    proc = subprocess.Popen([sys.executable, "-m", "vggt_et.cli", *args], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list(out.glob(".vggt_et_lowering_*")):
+        assert proc.poll() is None and time.monotonic() < deadline, "lowering never started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "stopped by signal 15" in err
+    assert list(out.iterdir()) == []

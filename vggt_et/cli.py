@@ -27,6 +27,19 @@ class _Commands(click.Group):
 def main() -> None:
     """vggt-et: compile VGGT into ExecuTorch programs for phones."""
     _quiet_third_party()
+    _exit_cleanly_on_sigterm()
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """A killed compile (job scheduler, Ctrl-C's cousin) unwinds like an exception, so temporary files
+    and the lowering's scratch folder are removed and no partial output is left behind."""
+    import signal
+
+    def stop(signum: int, _frame) -> None:
+        click.echo(f"vggt-et: stopped by signal {signum}; temporary files removed", err=True)
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _quiet_third_party() -> None:

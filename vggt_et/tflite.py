@@ -26,14 +26,25 @@ def convert_tflite(ep, example: np.ndarray | object) -> bytes:
     return bytes(edge.model_content())
 
 
+class TfliteProgram:
+    """A .tflite file loaded once in the LiteRT interpreter (tensors allocated once), run many times."""
+
+    def __init__(self, path: str) -> None:
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise UserError("running .tflite files needs ai-edge-litert: pip install -e '.[tflite]'") from None
+        self.interpreter = Interpreter(model_path=str(path))
+        self.interpreter.allocate_tensors()
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        """[1, S, 3, H, W] images in, the program's outputs out."""
+        interpreter = self.interpreter
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images.astype(np.float32))
+        interpreter.invoke()
+        return [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+
+
 def run_tflite(path: str, images: np.ndarray) -> list[np.ndarray]:
-    """Run a .tflite file with the LiteRT interpreter on [1, S, 3, H, W] images."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        raise UserError("running .tflite files needs ai-edge-litert: pip install -e '.[tflite]'") from None
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images.astype(np.float32))
-    interpreter.invoke()
-    return [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+    """Run a .tflite file once with the LiteRT interpreter on [1, S, 3, H, W] images."""
+    return TfliteProgram(path).run(images)
