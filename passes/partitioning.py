@@ -10,80 +10,112 @@ nodes travel together) and forms partitions from runs of a topological order ins
 from __future__ import annotations
 
 
-def _class_sticky_order(graph, supported: set) -> list:
-    """A topological order of the graph's call_function nodes (Kahn's algorithm) that stays with one
-    class (supported or not) while any node of it is ready, starting with the unsupported ones, so
-    that supported nodes form as few contiguous runs as possible."""
+def _units(graph, groups: list[list], live: list[int]) -> dict:
+    """call_function node -> its unit: its group's index (members travel together), else the node."""
+    import operator
+
+    unit: dict = {}
+    for g in live:
+        for node in groups[g]:
+            if node.op == "call_function":
+                unit[node] = g
+    for node in list(unit):  # tuple outputs: their getitems go where the producer goes
+        if node.users and all(u.op == "call_function" and u.target is operator.getitem for u in node.users):
+            for user in node.users:
+                unit.setdefault(user, unit[node])
+    for node in graph.nodes:
+        if node.op == "call_function":
+            unit.setdefault(node, node)
+    return unit
+
+
+def _is_convex(group: list, index: dict) -> bool:
+    """No path leaves the group and comes back (searched only below the group's last node)."""
+    members = {n for n in group if n.op == "call_function"}
+    if not members:
+        return True
+    last = max(index[n] for n in members)
+    stack = [u for n in members for u in n.users if u not in members and index.get(u, last) < last]
+    seen = set(stack)
+    while stack:
+        node = stack.pop()
+        for user in node.users:
+            if user in members:
+                return False
+            if user not in seen and index.get(user, last) < last:
+                seen.add(user)
+                stack.append(user)
+    return True
+
+
+def _class_sticky_units(graph, unit: dict, supported_units: set) -> tuple[list, set]:
+    """Kahn's algorithm over units (groups contracted to one vertex), staying with one class (supported
+    or not) while any unit of it is ready, starting with the unsupported ones, so supported units form
+    as few contiguous runs as possible. Returns the order and the units it could not order (a cycle
+    made by contracting two groups that reach into each other)."""
     from collections import deque
 
-    pending = {}
+    members: dict = {}
+    for node, u in unit.items():
+        members.setdefault(u, []).append(node)
+    preds: dict = {u: set() for u in members}
+    for node, u in unit.items():
+        for source in node.all_input_nodes:
+            if source.op == "call_function" and unit[source] != u:
+                preds[u].add(unit[source])
+    succs: dict = {u: [] for u in members}
+    for u, ps in preds.items():
+        for p in ps:
+            succs[p].append(u)
+    pending = {u: len(ps) for u, ps in preds.items()}
     ready: dict[bool, deque] = {True: deque(), False: deque()}
-    for node in graph.nodes:
-        if node.op != "call_function":
-            continue
-        pending[node] = sum(1 for n in node.all_input_nodes if n.op == "call_function")
-        if pending[node] == 0:
-            ready[node in supported].append(node)
-    order = []
-    mode = False
+    for u in members:  # graph order among the initially ready
+        if pending[u] == 0:
+            ready[u in supported_units].append(u)
+    order, mode = [], False
     while ready[True] or ready[False]:
         if not ready[mode]:
             mode = not mode
-        node = ready[mode].popleft()
-        order.append(node)
-        for user in node.users:
-            if user in pending:
-                pending[user] -= 1
-                if pending[user] == 0:
-                    ready[user in supported].append(user)
-    return order
+        u = ready[mode].popleft()
+        order.append(u)
+        for v in succs[u]:
+            pending[v] -= 1
+            if pending[v] == 0:
+                ready[v in supported_units].append(v)
+    stuck = {u for u, count in pending.items() if count > 0}
+    return [(u, members[u]) for u in order], stuck
 
 
 def contiguous_partitions(graph, groups: list[list]) -> list[set]:
     """Partitions of the call_function nodes in `groups` (node lists that must stay together), each a
-    maximal run of supported nodes in a class-sticky topological order.
+    maximal run of supported units in a class-sticky topological order of the graph with every group
+    contracted to one unit.
 
-    A run of consecutive nodes in a topological order cannot form a cycle with the rest of the graph
-    (every path between two of its nodes passes only through nodes ordered between them, which are in
-    the run), so no reachability sets are needed. Placeholders and get_attr nodes (constants) have no
-    inputs; they join their group's partition. A group split across runs by an unsupported node is
-    dropped (left outside) and the runs recomputed.
+    A run of consecutive units in a topological order cannot form a cycle with the rest of the graph
+    (every path between two of its units passes only through units ordered between them, which are in
+    the run), so no reachability sets are needed. A group that is not convex itself (a path leaves it
+    and comes back) cannot be delegated and is left outside, as are groups whose contraction closes a
+    cycle. Placeholders and get_attr nodes (constants) have no inputs; they join their group's partition.
     """
-    import operator
-
-    live = list(range(len(groups)))
+    index = {node: i for i, node in enumerate(graph.nodes)}
+    live = [g for g in range(len(groups)) if _is_convex(groups[g], index)]
     while True:
-        group_of = {node: g for g in live for node in groups[g]}
-        supported = set(group_of)
-        for node in list(supported):  # tuple outputs: their getitems go where the producer goes
-            if (
-                node.op == "call_function"
-                and node.users
-                and all(u.op == "call_function" and u.target is operator.getitem for u in node.users)
-            ):
-                supported.update(node.users)
-        run_of: dict = {}
-        run, previous_supported = -1, False
-        for node in _class_sticky_order(graph, supported):
-            now_supported = node in supported
-            if now_supported and not previous_supported:
-                run += 1
-            if now_supported:
-                run_of[node] = run
-            previous_supported = now_supported
-        split = [g for g in live if len({run_of[n] for n in groups[g] if n.op == "call_function"}) > 1]
-        if not split:
+        unit = _units(graph, groups, live)
+        order, stuck = _class_sticky_units(graph, unit, set(live))
+        if not stuck:
             break
-        live = [g for g in live if g not in set(split)]
-    partitions: dict[int, set] = {}
-    for node, r in run_of.items():
-        partitions.setdefault(r, set()).add(node)
-    for g in live:  # constants follow their group
-        runs = {run_of[n] for n in groups[g] if n.op == "call_function"}
-        for node in groups[g]:
-            if node.op != "call_function" and runs:
-                partitions[next(iter(runs))].add(node)
-    return [partitions[r] for r in sorted(partitions)]
+        live = [g for g in live if g not in stuck]
+    partitions: list[set] = []
+    previous_supported = False
+    for u, nodes in order:
+        now_supported = isinstance(u, int)  # a group's index; other units are single nodes
+        if now_supported and not previous_supported:
+            partitions.append(set())
+        if now_supported:
+            partitions[-1].update(nodes)
+            partitions[-1].update(n for n in groups[u] if n.op != "call_function")  # constants follow
+        previous_supported = now_supported
+    return partitions
 
 
 def lean_xnnpack_partitioner(**kwargs):

@@ -57,8 +57,25 @@ def test_group_that_cannot_stay_together_is_left_outside() -> None:
 
     graph, nodes = _graph(fn)
     assert P.contiguous_partitions(graph, [[nodes["add"], nodes["mul"]]]) == []
+    # A group that a path leaves and re-enters is never delegated as one piece, whatever the path holds.
     parts = P.contiguous_partitions(graph, [[nodes["add"], nodes["mul"]], [nodes["cumsum"]]])
-    assert [sorted(n.name for n in p) for p in parts] == [["add", "cumsum", "mul"]]
+    assert [sorted(n.name for n in p) for p in parts] == [["cumsum"]]
+
+
+def test_a_group_is_never_split_by_the_order() -> None:
+    """p -> q directly, but q also waits for r, which waits for an unsupported u: a node-by-node order
+    would emit p before u and q after it; the contracted group {p, q} stays whole."""
+
+    def fn(x):
+        p = x + 1
+        u = torch.cumsum(x, 0)
+        r = u * 3
+        return p * r
+
+    graph, nodes = _graph(fn)
+    parts = P.contiguous_partitions(graph, [[nodes["add"], nodes["mul_1"]], [nodes["mul"]]])
+    assert [sorted(n.name for n in p) for p in parts] == [["add", "mul", "mul_1"]]
+    assert validate_partition(list(parts[0]))
 
 
 def test_random_graphs_give_convex_partitions_covering_the_supported_nodes() -> None:
@@ -74,9 +91,19 @@ def test_random_graphs_give_convex_partitions_covering_the_supported_nodes() -> 
             ops.append(node)
         graph.output(values[-1])
         supported = [n for n in ops if rng.random() < 0.7]
-        parts = P.contiguous_partitions(graph, [[n] for n in supported])
-        covered = [n for p in parts for n in p]
-        assert sorted(map(str, covered)) == sorted(map(str, supported)), trial
+        groups, taken = [], set()
+        for node in supported:  # some groups of two: a node with one of its supported inputs
+            if node in taken:
+                continue
+            partner = next((n for n in node.all_input_nodes if n in supported and n not in taken), None)
+            pair = [node, partner] if partner is not None and rng.random() < 0.5 else [node]
+            groups.append(pair)
+            taken.update(pair)
+        parts = P.contiguous_partitions(graph, groups)
+        where = {n: i for i, p in enumerate(parts) for n in p}
+        for group in groups:  # whole or not at all
+            assert len({where.get(n, -1) for n in group}) == 1, trial
+        assert len(where) >= len(supported) // 2, trial
         assert all(validate_partition(list(p)) for p in parts), trial
 
 
@@ -105,3 +132,13 @@ def test_lean_partitioner_delegates_what_the_stock_one_does_and_runs() -> None:
     out = _load_for_executorch_from_buffer(buffer).forward(list(args))[0]
     expected = model(*args).detach()
     assert float((out - expected).abs().max() / expected.abs().max()) <= 1e-5
+
+
+def test_lean_partitioner_gives_the_stock_bytes_when_everything_is_supported() -> None:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    ep = P.apply(export_toy(toy_vit(depth=2, head=True), image_input()), "xnnpack")
+    stock, _ = _lowered_coverage(ep, XnnpackPartitioner())
+    lean, coverage = _lowered_coverage(ep, P.lean_xnnpack_partitioner())
+    assert coverage["delegate_segments"] == 1
+    assert lean.to_executorch().buffer == stock.to_executorch().buffer

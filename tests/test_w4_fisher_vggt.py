@@ -21,7 +21,7 @@ from vggt_et.quantizers.clipping import capture_block_inputs
 from vggt_et.quantizers.fisher import FisherStats
 from vggt_et.quantizers.recipes import quantize_program
 from vggt_et.quantizers.rotation import StreamRotation
-from vggt_et.w4_fisher import EarlyStopBlockInputs, W4FisherSettings, prepare_w4_fisher
+from vggt_et.w4_fisher import AllBlockInputs, EarlyStopBlockInputs, W4FisherSettings, prepare_w4_fisher
 
 SHAPE = {"frames": 2, "height": 28, "width": 42}
 SHAPE_ARGS = ["--frames", "2", "--height", "28", "--width", "42"]
@@ -108,10 +108,11 @@ def test_mixed_precision_plan_respects_budget_and_clipping_helps() -> None:
     assert not any(entry["clipped"] for entry in report["blocks"].values())
 
 
-def test_early_stop_capture_equals_the_full_forward_capture(tiny_model) -> None:
+@pytest.mark.parametrize("capture", [EarlyStopBlockInputs, AllBlockInputs])
+def test_early_stop_captures_equal_the_full_forward_capture(tiny_model, capture) -> None:
     samples = calibration_samples(None, ProgramShape(2, 28, 42, 14), 2)
     paths = ["aggregator.frame_blocks.1", "aggregator.global_blocks.3"]
-    lazy = EarlyStopBlockInputs(tiny_model, paths, samples)
+    lazy = capture(tiny_model, paths, samples)
     assert list(lazy) == paths and paths[0] in lazy and "aggregator" not in lazy
     for path in paths:
         full = capture_block_inputs(tiny_model, [path], samples)[path]

@@ -23,7 +23,8 @@ def convert_tflite(ep, example: np.ndarray | object) -> bytes:
     litert = require_litert()
     module = ep.module()
     edge = litert.convert(module, (example,))
-    return bytes(edge.model_content())
+    content = edge.model_content()  # already bytes: a second copy of a 1-billion-parameter model hurts
+    return content if isinstance(content, bytes) else bytes(content)
 
 
 class TfliteProgram:

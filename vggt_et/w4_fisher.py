@@ -195,6 +195,57 @@ class EarlyStopBlockInputs(Mapping[str, Sequence[BlockCall]]):
         return len(self.paths)
 
 
+class AllBlockInputs(EarlyStopBlockInputs):
+    """Every block's inputs from one forward per sample (stopped at the last block), kept together.
+
+    Why: planning reads every block twice from the unchanged model, and per-block early-stopped
+    forwards cost about one aggregator pass per block and sample (hours for VGGT-1B on two cores).
+    One capture holds 2*depth block inputs per sample (about 0.5 GiB per 2-frame 518x518 sample for
+    VGGT-1B). Use only while the model does not change; clipping, which must see the blocks before it
+    already clipped, keeps EarlyStopBlockInputs.
+    """
+
+    def __init__(self, model: nn.Module, paths: Sequence[str], samples: Sequence[tuple]) -> None:
+        super().__init__(model, paths, samples)
+        self._all: dict[str, list[BlockCall]] | None = None
+
+    def __getitem__(self, path: str) -> list[BlockCall]:
+        if path not in self.paths:
+            raise KeyError(path)
+        if self._all is None:
+            self._all = self._capture_all()
+        return self._all[path]
+
+    def _capture_all(self) -> dict[str, list[BlockCall]]:
+        found: dict[str, list[BlockCall]] = {path: [] for path in self.paths}
+        last = self.paths[-1]
+
+        def hook_for(path: str):
+            def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+                detach = lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v  # noqa: E731
+                found[path].append((tuple(detach(a) for a in args), {k: detach(v) for k, v in kwargs.items()}))
+                if path == last:
+                    raise _ReachedBlock
+
+            return hook
+
+        handles = [
+            self.model.get_submodule(path).register_forward_pre_hook(hook_for(path), with_kwargs=True)
+            for path in self.paths
+        ]
+        try:
+            with torch.no_grad():
+                for sample in self.samples:
+                    try:
+                        call_model(self.model, sample)
+                    except _ReachedBlock:
+                        pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return found
+
+
 def _fake_quantized(linears: dict[str, nn.Linear], plan: dict[str, int], group_size: int) -> dict:
     return {
         linear: fake_quantize_weight(linear.weight, plan[name], group_size if plan[name] == 4 else None)
@@ -302,7 +353,7 @@ def prepare_w4_fisher(
         mixed = plan_mixed_precision(
             model,
             paths,
-            EarlyStopBlockInputs(model, paths, samples),
+            AllBlockInputs(model, paths, samples),
             channel_weights,
             w4_budget=settings.w4_budget,
             block_importance=stats.block_importance(),
