@@ -267,7 +267,10 @@ def quantize_blocks(
     and measure again. Errors are block-output MSE against the float block on the same inputs, Fisher-
     weighted and unweighted; each block sees the inputs the already-clipped blocks before it produce."""
     results: dict[str, dict[str, Any]] = {}
-    inputs = EarlyStopBlockInputs(model, [path for _, path in blocks], samples)
+    # Clipping changes blocks as it goes, so each block's inputs are captured after the ones before it;
+    # without it the model does not change and one capture serves every block.
+    capture = EarlyStopBlockInputs if clipping else AllBlockInputs
+    inputs = capture(model, [path for _, path in blocks], samples)
     for index, (label, path) in enumerate(blocks):
         block = model.get_submodule(path)
         weights = channel_weights[index]
