@@ -27,7 +27,13 @@ class _Commands(click.Group):
 def main() -> None:
     """vggt-et: compile VGGT into ExecuTorch programs for phones."""
     _quiet_third_party()
+
+
+def console_script() -> None:
+    """The `vggt-et` console script: the CLI in its own process (signal handling is process-wide, so it is
+    set here and not in `main`, which tests and other programs call in-process)."""
     _exit_cleanly_on_sigterm()
+    main()
 
 
 def _exit_cleanly_on_sigterm() -> None:
@@ -308,4 +314,4 @@ def demo(out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    console_script()
