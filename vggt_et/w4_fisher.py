@@ -166,14 +166,24 @@ class EarlyStopBlockInputs(Mapping[str, Sequence[BlockCall]]):
         return self._last[1]
 
     def _capture(self, block: nn.Module) -> list[BlockCall]:
-        calls: list[BlockCall] = []
+        return self._capture_blocks([block])[0]
 
-        def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-            detach = lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v  # noqa: E731
-            calls.append((tuple(detach(a) for a in args), {k: detach(v) for k, v in kwargs.items()}))
-            raise _ReachedBlock
+    def _capture_blocks(self, blocks: Sequence[nn.Module]) -> list[list[BlockCall]]:
+        """Inputs of `blocks` (in forward order) over every sample, each forward stopped at the last one."""
+        found: list[list[BlockCall]] = [[] for _ in blocks]
 
-        handle = block.register_forward_pre_hook(hook, with_kwargs=True)
+        def hook_for(index: int):
+            def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+                detach = lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v  # noqa: E731
+                found[index].append(
+                    (tuple(detach(a) for a in args), {k: detach(v) for k, v in kwargs.items()})
+                )
+                if index == len(blocks) - 1:
+                    raise _ReachedBlock
+
+            return hook
+
+        handles = [b.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i, b in enumerate(blocks)]
         try:
             with torch.no_grad():
                 for sample in self.samples:
@@ -182,8 +192,9 @@ class EarlyStopBlockInputs(Mapping[str, Sequence[BlockCall]]):
                     except _ReachedBlock:
                         pass
         finally:
-            handle.remove()
-        return calls
+            for handle in handles:
+                handle.remove()
+        return found
 
     def __contains__(self, path: object) -> bool:
         return path in self.paths
@@ -217,33 +228,8 @@ class AllBlockInputs(EarlyStopBlockInputs):
         return self._all[path]
 
     def _capture_all(self) -> dict[str, list[BlockCall]]:
-        found: dict[str, list[BlockCall]] = {path: [] for path in self.paths}
-        last = self.paths[-1]
-
-        def hook_for(path: str):
-            def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-                detach = lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v  # noqa: E731
-                found[path].append((tuple(detach(a) for a in args), {k: detach(v) for k, v in kwargs.items()}))
-                if path == last:
-                    raise _ReachedBlock
-
-            return hook
-
-        handles = [
-            self.model.get_submodule(path).register_forward_pre_hook(hook_for(path), with_kwargs=True)
-            for path in self.paths
-        ]
-        try:
-            with torch.no_grad():
-                for sample in self.samples:
-                    try:
-                        call_model(self.model, sample)
-                    except _ReachedBlock:
-                        pass
-        finally:
-            for handle in handles:
-                handle.remove()
-        return found
+        blocks = [self.model.get_submodule(path) for path in self.paths]
+        return dict(zip(self.paths, self._capture_blocks(blocks), strict=True))
 
 
 def _fake_quantized(linears: dict[str, nn.Linear], plan: dict[str, int], group_size: int) -> dict:
