@@ -115,8 +115,13 @@ def test_fp16_program_folds_and_has_no_fp32_scalars():
     out, reports = P.apply_with_report(ep, "xnnpack")
     assert torch.ops.aten._upsample_bicubic2d_aa.vec not in {n.target for n in out.graph.nodes}
     binary = (torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor, torch.ops.aten.sub.Tensor)
-    scalars = [a for n in out.graph.nodes if n.op == "call_function" and n.target in binary
-               for a in n.args if isinstance(a, (int, float))]
+    scalars = [
+        a
+        for n in out.graph.nodes
+        if n.op == "call_function" and n.target in binary
+        for a in n.args
+        if isinstance(a, (int, float))
+    ]
     assert scalars == []
     assert all(t.dtype == torch.float16 for t in out.constants.values())
     assert rel_err(out.module()(*half_args).float(), ref) <= 1e-2  # fp16 arithmetic

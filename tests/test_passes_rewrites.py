@@ -57,12 +57,24 @@ def test_fold_constants_removes_runtime_tables(vit_case):
     out, n = run(P.fold_constants, ep)
     assert n > 0
     left = targets(out)
-    for op in (aten._upsample_bicubic2d_aa.vec, aten.embedding.default, aten.arange.default,
-               aten.arange.start_step, aten.sin.default, aten.cos.default, aten.pow.Scalar,
-               aten.linspace.default, aten.to.dtype, aten._assert_tensor_metadata.default):
+    for op in (
+        aten._upsample_bicubic2d_aa.vec,
+        aten.embedding.default,
+        aten.arange.default,
+        aten.arange.start_step,
+        aten.sin.default,
+        aten.cos.default,
+        aten.pow.Scalar,
+        aten.linspace.default,
+        aten.to.dtype,
+        aten._assert_tensor_metadata.default,
+    ):
         assert op not in left, op
-    assert not any(n.meta["val"].dtype == torch.float64 for n in out.graph.nodes
-                   if isinstance(n.meta.get("val"), torch.Tensor))
+    assert not any(
+        n.meta["val"].dtype == torch.float64
+        for n in out.graph.nodes
+        if isinstance(n.meta.get("val"), torch.Tensor)
+    )
     assert rel_err(out.module()(*args), ref) <= 1e-5
     # New constants are proper lifted constants: the program re-exports (quantization does this).
     again = torch.export.export(out.module(), args, strict=False)
@@ -114,8 +126,12 @@ def test_select_to_slice_handles_chunk_split_and_plain_select():
     ep = export_toy(Chunky(), (x,))
     out, n = run(P.select_to_slice, ep)
     assert n > 0
-    assert not targets(out) & {aten.select.int, aten.split.Tensor, aten.chunk.default,
-                               aten.split_with_sizes.default}
+    assert not targets(out) & {
+        aten.select.int,
+        aten.split.Tensor,
+        aten.chunk.default,
+        aten.split_with_sizes.default,
+    }
     assert rel_err(out.module()(x), Chunky()(x)) <= 1e-5
 
 
@@ -134,8 +150,14 @@ def test_simplify_layout_collapses_einops_chains():
     out, n = run(P.simplify_layout, ep)
     assert n > 0
     left = targets(out)
-    assert not left & {aten.view.default, aten.unsqueeze.default, aten.squeeze.dim, aten.flatten.using_ints,
-                       aten.transpose.int, aten.expand.default}
+    assert not left & {
+        aten.view.default,
+        aten.unsqueeze.default,
+        aten.squeeze.dim,
+        aten.flatten.using_ints,
+        aten.transpose.int,
+        aten.expand.default,
+    }
     nodes = [nd for nd in out.graph.nodes if nd.op == "call_function"]
     for nd in nodes:  # no chains of reshapes or of permutes, no identities
         if nd.target in (aten.reshape.default, aten.permute.default):
@@ -251,8 +273,13 @@ def test_sink_reshapes_and_float_scalars():
     assert any(isinstance(a, int) for nd in adds for a in nd.args)
     fixed, n = run(P.float_scalars, ep)
     assert n == 1
-    scalars = [a for nd in fixed.graph.nodes if nd.op == "call_function" and nd.target == aten.add.Tensor
-               for a in nd.args if not isinstance(a, torch.fx.Node)]
+    scalars = [
+        a
+        for nd in fixed.graph.nodes
+        if nd.op == "call_function" and nd.target == aten.add.Tensor
+        for a in nd.args
+        if not isinstance(a, torch.fx.Node)
+    ]
     assert scalars and all(isinstance(a, float) for a in scalars)
     assert rel_err(fixed.module()(x), model(x)) <= 1e-5
 
@@ -287,8 +314,11 @@ def test_push_slices_removes_head_permutes_for_per_head_attention():
     assert permutes[1] < permutes[0]
     # Of the 4-D head permutes only the output's head merge [B, H, N, D] -> [B, N, H, D] is left (the others
     # are kᵀ per head for bmm, and the patch embedding's flatten-transpose).
-    four_d = [nd for nd in out.graph.nodes if nd.op == "call_function" and nd.target == aten.permute.default
-              and nd.meta["val"].dim() == 4]
+    four_d = [
+        nd
+        for nd in out.graph.nodes
+        if nd.op == "call_function" and nd.target == aten.permute.default and nd.meta["val"].dim() == 4
+    ]
     assert len(four_d) == 1
     assert rel_err(out.module()(*args), model(*args)) <= 1e-5
 
