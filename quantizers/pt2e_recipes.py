@@ -68,15 +68,25 @@ def xnnpack_quantizer(
     per_channel: bool,
     keep_float: Callable[[Node], bool] | None,
     observer: str = "histogram",
+    linears_only: bool = False,
 ) -> Quantizer:
-    """XNNPACKQuantizer with the symmetric config; nodes for which ``keep_float`` is true stay in float."""
+    """XNNPACKQuantizer with the symmetric config; nodes for which ``keep_float`` is true stay in float,
+    and with ``linears_only`` so does every node that is not an ``aten.linear``."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
 
-    quantizer = XNNPACKQuantizer().set_global(symmetric_config(dynamic, per_channel, observer))
+    config = symmetric_config(dynamic, per_channel, observer)
+    quantizer = XNNPACKQuantizer()
+    if linears_only:  # only the linear patterns are tried: others may meet already-quantized inputs
+        quantizer.set_operator_type(torch.ops.aten.linear.default, config)
+    else:
+        quantizer.set_global(config)
+    if keep_float is not None:
+        quantizer.set_filter_function(lambda node: not keep_float(node))
     if keep_float is None:
         return quantizer
-    quantizer.set_filter_function(lambda node: not keep_float(node))
-    return FloatLayerQuantizer(quantizer, keep_float)
+    # XNNPACK's static int8 conv/linear must write int8: a quantized layer whose only readers are kept
+    # float keeps its quantized output (the kept layer reads it dequantized), or it would not lower.
+    return FloatLayerQuantizer(quantizer, keep_float, quantized_outputs_stay=True)
 
 
 class ConvQuantizer(Quantizer):
@@ -191,10 +201,17 @@ class FloatLayerQuantizer(Quantizer):
     the inner quantizer's neighbouring annotations would still put on the kept nodes' edges.
     """
 
-    def __init__(self, inner: Quantizer, keep_float: Callable[[Node], bool] | None) -> None:
+    def __init__(
+        self,
+        inner: Quantizer,
+        keep_float: Callable[[Node], bool] | None,
+        *,
+        quantized_outputs_stay: bool = False,
+    ) -> None:
         super().__init__()
         self.inner = inner
         self.keep_float = keep_float
+        self.quantized_outputs_stay = quantized_outputs_stay
 
     def transform_for_annotation(self, model: GraphModule) -> GraphModule:
         return self.inner.transform_for_annotation(model)
@@ -209,7 +226,7 @@ class FloatLayerQuantizer(Quantizer):
         self.before_annotate(model, kept)
         model = self.inner.annotate(model)
         if kept:
-            isolate_float_nodes(model, kept)
+            isolate_float_nodes(model, kept, quantized_outputs_stay=self.quantized_outputs_stay)
         return model
 
     def validate(self, model: GraphModule) -> None:
@@ -263,12 +280,14 @@ def _is_observed(edge_or_node: object) -> bool:
 _CATS = (torch.ops.aten.cat.default, torch.ops.aten.concat.default)
 
 
-def isolate_float_nodes(model: GraphModule, kept: set[Node]) -> None:
+def isolate_float_nodes(model: GraphModule, kept: set[Node], *, quantized_outputs_stay: bool = False) -> None:
     """Drop annotations that would quantize the inputs or outputs of ``kept`` nodes.
 
     Kept nodes lose their own annotation; other nodes stop observing inputs that come from kept nodes,
-    and stop quantizing their output when only kept nodes read it. Shared or derived specs that pointed
-    at something no longer observed are dropped too, until nothing changes.
+    and stop quantizing their output when only kept nodes read it (unless ``quantized_outputs_stay``: a
+    backend whose quantized ops must write quantized values, the kept node then reads them dequantized).
+    Shared or derived specs that pointed at something no longer observed are dropped too, until nothing
+    changes.
     """
     for node in kept:
         node.meta.pop(ANNOTATION_KEY, None)
@@ -287,7 +306,8 @@ def isolate_float_nodes(model: GraphModule, kept: set[Node]) -> None:
             continue
         for producer in [p for p in annotation.input_qspec_map if p in kept]:
             del annotation.input_qspec_map[producer]
-        if annotation.output_qspec is not None and node.users and all(u in kept for u in node.users):
+        only_kept_read = node.users and all(u in kept for u in node.users)
+        if annotation.output_qspec is not None and only_kept_read and not quantized_outputs_stay:
             annotation.output_qspec = None
     changed = True
     while changed:

@@ -8,8 +8,9 @@ lowering with the backend's partitioner.
 recipe                 what                                                   calibration
 =====================  =====================================================  ============
 xnnpack-int8           PT2E XNNPACKQuantizer, int8 per-channel weights,       yes (static)
-                       static per-tensor int8 activations (``dynamic=True``:  no (dynamic)
-                       per-token activations computed at run time)
+                       static per-tensor int8 activations (``dynamic=True``:  convs only
+                       per-token activations on the linears, computed at      (dynamic)
+                       run time; 2-D convs stay static, as XNNPACK needs)
 xnnpack-8da4w          torchao Int8DynamicActivationIntxWeightConfig on the   convs only
                        linears: int4 weights per group (``group_size``, 0 =
                        per channel), int8 per-token dynamic activations;
@@ -207,11 +208,12 @@ def _example_inputs(
 
 
 def _static_int8_convs(
-    module: GraphModule, samples: Iterable | None, args: tuple, keep, *, progress: bool
+    module: GraphModule, samples: Iterable | None, args: tuple, keep, notes: list[str], *, progress: bool
 ) -> tuple[GraphModule, list[str], int]:
     """PT2E static int8 on the 2-D convolutions only (per-channel weights, min/max activation ranges
-    from ``samples``, or from the example inputs when none are given); everything else is left for
-    the linear recipe. Returns the module, the quantized conv layers and the samples seen."""
+    from ``samples``, or from the example inputs when none are given, which adds a note); everything
+    else is left for the linear recipe. Returns the module, the quantized conv layers and the samples
+    seen."""
     from .pt2e_recipes import ConvQuantizer, prepare_calibrate_convert
 
     quantizer = ConvQuantizer(lambda node: keep is None or not keep(node))
@@ -220,6 +222,8 @@ def _static_int8_convs(
     data = [args] if samples is None or _is_empty(samples) else samples
     outcome = prepare_calibrate_convert(module, quantizer, data, progress=progress, desc="conv ranges")
     seen = 0 if data is not samples else outcome.calibration.samples
+    if not seen:
+        notes.append("conv activation ranges from the example inputs only: pass calibration samples")
     return outcome.converted, outcome.quantized_layers, seen
 
 
@@ -262,10 +266,8 @@ def quantize_program(
         conv_layers: list[str] = []
         if resolved["conv_weights"] == "int8":
             module, conv_layers, samples_seen = _static_int8_convs(
-                module, calibration, args, keep, progress=progress
+                module, calibration, args, keep, notes, progress=progress
             )
-            if conv_layers and not samples_seen:
-                notes.append("conv activation ranges from the example inputs only: pass calibration samples")
         elif resolved["conv_weights"] != "float":
             raise UnknownOptionError(
                 f"conv_weights must be 'int8' or 'float', got {resolved['conv_weights']!r}"
@@ -284,12 +286,20 @@ def quantize_program(
     else:
         from .pt2e_recipes import prepare_calibrate_convert, qnn_quantizer, xnnpack_quantizer
 
+        conv_layers = []
         if spec.backend == "xnnpack":
+            if resolved["dynamic"]:
+                # XNNPACK (ExecuTorch 1.5.1) fails at run time on dynamically quantized padded convs:
+                # convolutions get static ranges, linears per-token ones.
+                module, conv_layers, samples_seen = _static_int8_convs(
+                    module, calibration, args, keep, notes, progress=progress
+                )
             quantizer = xnnpack_quantizer(
                 dynamic=resolved["dynamic"],
                 per_channel=resolved["per_channel"],
                 keep_float=keep,
                 observer=resolved["observer"],
+                linears_only=resolved["dynamic"],
             )
         else:
             quantizer, qnn_notes = qnn_quantizer(
@@ -301,10 +311,7 @@ def quantize_program(
             notes += qnn_notes
         samples = calibration
         if spec.backend == "xnnpack" and resolved["dynamic"]:
-            # Dynamic activations need no ranges; one run fills the weight observers.
-            samples = [args]
-            if calibration is not None:
-                notes.append("dynamic activations: calibration samples were not used")
+            samples = [args]  # per-token activations need no ranges; one run fills the weight observers
         elif calibration is None or _is_empty(calibration):
             raise CalibrationError(
                 f"recipe {spec.name} uses static activation ranges and needs calibration samples, got "
@@ -313,9 +320,11 @@ def quantize_program(
         outcome = prepare_calibrate_convert(
             module, quantizer, samples, progress=progress, desc=f"calibrating {spec.name}"
         )
-        quantized, kept, converted = outcome.quantized_layers, outcome.float_layers, outcome.converted
+        quantized, converted = conv_layers + outcome.quantized_layers, outcome.converted
+        kept = [p for p in outcome.float_layers if p not in conv_layers]
         notes += outcome.notes
-        samples_seen = 0 if samples is not calibration else outcome.calibration.samples
+        if samples is calibration:
+            samples_seen = outcome.calibration.samples
         if spec.scheme == "16a4w_block":
             blocked = len(getattr(quantizer, "block_layers", []))
             notes.append(f"per-block weights on {blocked} of {len(quantized)} quantized layers")

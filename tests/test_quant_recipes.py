@@ -121,7 +121,11 @@ def _nodes(program, target_substring: str) -> list[torch.fx.Node]:
 def _linear_or_conv(program, path: str) -> torch.fx.Node:
     for node in program.graph.nodes:
         stack = node.meta.get("nn_module_stack") or {}
-        if stack and list(stack.values())[-1][0] == path and ("linear" in str(node.target) or "conv" in str(node.target)):
+        if (
+            stack
+            and list(stack.values())[-1][0] == path
+            and ("linear" in str(node.target) or "conv" in str(node.target))
+        ):
             return node
     raise AssertionError(f"no linear/conv node for {path}")
 
@@ -150,11 +154,17 @@ def test_xnnpack_int8_lowers_runs_small_and_close_to_fp32(toy):
     assert not [op for op in outside if "quantize" in op or "linear" in op or "convolution" in op], outside
 
 
-def test_xnnpack_int8_dynamic_runs_without_calibration(toy):
+def test_xnnpack_int8_dynamic_linears_with_static_convs(toy):
+    # Without samples the conv's ranges come from the example inputs, and the result says so.
     result = quantize_program(toy["program"], "xnnpack-int8", None, progress=False, dynamic=True)
     assert result.quantized_layers == ["patch", *LINEARS]
-    assert len(_nodes(result.program, "choose_qparams")) == len(LINEARS) + 1  # per-token scales at run time
-    assert result.calibration_samples == 0
+    assert len(_nodes(result.program, "choose_qparams")) == len(LINEARS)  # per-token scales at run time
+    assert _touches_qdq(_linear_or_conv(result.program, "patch"))  # the conv: static int8
+    assert result.calibration_samples == 0 and any("example inputs" in n for n in result.notes)
+    calibrated = quantize_program(
+        toy["program"], "xnnpack-int8", toy["calibration"], progress=False, dynamic=True
+    )
+    assert calibrated.calibration_samples == len(toy["calibration"])
     size, output, outside = _lower_and_run(result.program, toy["input"])
     assert size < 0.35 * toy["fp32"]
     assert _rel_l2(output, toy["ref"]) < 0.05
@@ -162,7 +172,9 @@ def test_xnnpack_int8_dynamic_runs_without_calibration(toy):
 
 
 def test_xnnpack_8da4w_lowers_runs_quarter_size(toy):
-    result = quantize_program(toy["program"], "xnnpack-8da4w", toy["calibration"], progress=False, group_size=32)
+    result = quantize_program(
+        toy["program"], "xnnpack-8da4w", toy["calibration"], progress=False, group_size=32
+    )
     # int4 linears, and the conv gets static int8 (calibrated) instead of staying fp32.
     assert result.quantized_layers == ["patch", *LINEARS]
     assert result.float_layers == [] and result.calibration_samples == len(toy["calibration"])
@@ -191,7 +203,9 @@ def test_keep_float_leaves_named_layers_without_qdq(toy):
 
 
 def test_keep_float_for_8da4w_keeps_plain_weights(toy):
-    result = quantize_program(toy["program"], "xnnpack-8da4w", keep_float=["head", "blocks.0.*"], progress=False)
+    result = quantize_program(
+        toy["program"], "xnnpack-8da4w", keep_float=["head", "blocks.0.*"], progress=False
+    )
     assert result.float_layers == ["blocks.0.qkv", "blocks.0.proj", "blocks.0.fc1", "blocks.0.fc2", "head"]
     assert result.quantized_layers == ["patch", *LINEARS[4:8]]
     assert len(_nodes(result.program, "choose_qparams_affine")) == 4
@@ -210,7 +224,9 @@ def test_keep_float_for_8da4w_keeps_plain_weights(toy):
     ],
 )
 def test_qnn_annotates_and_converts_without_sdk(toy, recipe, act_dtype, act_range, weight_range):
-    result = quantize_program(toy["program"], recipe, toy["calibration"][:4], keep_float=["head"], progress=False)
+    result = quantize_program(
+        toy["program"], recipe, toy["calibration"][:4], keep_float=["head"], progress=False
+    )
     assert result.quantized_layers == ["patch", *LINEARS[:-1]]
     assert result.float_layers == ["head"]
     program = result.program
@@ -231,7 +247,9 @@ def test_qnn_16a4w_block_uses_per_block_weights(toy, monkeypatch):
     downloads = []
     monkeypatch.delenv("QNN_SDK_ROOT", raising=False)
     monkeypatch.setattr(qnn_sdk_setup, "_install_qnn_sdk", lambda: downloads.append(1) or False)
-    result = quantize_program(toy["program"], "qnn-16a4w_block", toy["calibration"][:2], progress=False, block_size=32)
+    result = quantize_program(
+        toy["program"], "qnn-16a4w_block", toy["calibration"][:2], progress=False, block_size=32
+    )
     for path in LINEARS:
         weight = _linear_or_conv(result.program, path).args[1]
         assert "dequantize_affine" in str(weight.target), path
