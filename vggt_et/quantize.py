@@ -13,10 +13,12 @@ from vggt_et.export import ProgramShape
 
 # Kept in float by default, as the quantization literature on VGGT does: the patch-embed convolution
 # (raw pixels in) and each head's last layer (metric outputs out). Paths are inside the export wrapper.
+# The DPT heads' last layer is the 1x1 conv (output_conv2.2); the 3x3 conv before it runs at full
+# resolution and is the costliest conv of the head, so it is quantized like the rest of the head.
 DEFAULT_KEEP_FLOAT = (
     "model.aggregator.patch_embed.patch_embed.proj",
-    "model.depth_head.scratch.output_conv2",
-    "model.point_head.scratch.output_conv2",
+    "model.depth_head.scratch.output_conv2.2",
+    "model.point_head.scratch.output_conv2.2",
     "model.camera_head.pose_branch.fc2",
 )
 
