@@ -21,7 +21,13 @@ from vggt_et.quantizers.clipping import capture_block_inputs
 from vggt_et.quantizers.fisher import FisherStats
 from vggt_et.quantizers.recipes import quantize_program
 from vggt_et.quantizers.rotation import StreamRotation
-from vggt_et.w4_fisher import AllBlockInputs, EarlyStopBlockInputs, W4FisherSettings, prepare_w4_fisher
+from vggt_et.w4_fisher import (
+    AllBlockInputs,
+    W4FisherSettings,
+    _batched,
+    _in_forward_order,
+    prepare_w4_fisher,
+)
 
 SHAPE = {"frames": 2, "height": 28, "width": 42}
 SHAPE_ARGS = ["--frames", "2", "--height", "28", "--width", "42"]
@@ -108,11 +114,10 @@ def test_mixed_precision_plan_respects_budget_and_clipping_helps() -> None:
     assert not any(entry["clipped"] for entry in report["blocks"].values())
 
 
-@pytest.mark.parametrize("capture", [EarlyStopBlockInputs, AllBlockInputs])
-def test_early_stop_captures_equal_the_full_forward_capture(tiny_model, capture) -> None:
+def test_one_capture_equals_the_per_block_full_forward_capture(tiny_model) -> None:
     samples = calibration_samples(None, ProgramShape(2, 28, 42, 14), 2)
     paths = ["aggregator.frame_blocks.1", "aggregator.global_blocks.3"]
-    lazy = capture(tiny_model, paths, samples)
+    lazy = AllBlockInputs(tiny_model, paths, samples)
     assert list(lazy) == paths and paths[0] in lazy and "aggregator" not in lazy
     for path in paths:
         full = capture_block_inputs(tiny_model, [path], samples)[path]
@@ -120,6 +125,29 @@ def test_early_stop_captures_equal_the_full_forward_capture(tiny_model, capture)
         for (args, kwargs), (full_args, full_kwargs) in zip(lazy[path], full, strict=True):
             assert all(torch.equal(a, b) for a, b in zip(args, full_args, strict=True))
             assert torch.equal(kwargs["pos"], full_kwargs["pos"]) and kwargs.keys() == full_kwargs.keys()
+
+
+def test_in_forward_order_carries_each_edited_block_on(tiny_model) -> None:
+    """Clipping's single batched forward: a block edited in its visit feeds its edited output on."""
+    model = copy.deepcopy(tiny_model)
+    samples = calibration_samples(None, ProgramShape(2, 28, 42, 14), 2)
+    paths = ["aggregator.frame_blocks.1", "aggregator.global_blocks.1", "aggregator.frame_blocks.2"]
+    before = capture_block_inputs(model, paths, [_batched(samples)])
+    seen = {}
+
+    def visit(index, call) -> None:
+        seen[index] = call
+        if index == 0:
+            with torch.no_grad():
+                model.get_submodule(paths[0]).mlp.fc2.weight.mul_(0.5)
+
+    _in_forward_order(model, paths, samples, visit)
+    after = capture_block_inputs(model, paths, [_batched(samples)])
+    assert seen[0][0][0].shape[0] == 2 * 2  # both samples' frames in one call
+    assert torch.equal(seen[0][0][0], before[paths[0]][0][0][0])
+    for index, path in enumerate(paths[1:], start=1):
+        assert torch.equal(seen[index][0][0], after[path][0][0][0])  # what the edited block produces
+        assert not torch.allclose(seen[index][0][0], before[path][0][0][0])
 
 
 def test_bits_by_layer_gives_per_channel_int8_and_refuses_strangers() -> None:

@@ -10,7 +10,7 @@ keep the plain ``w4`` treatment.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,56 +145,74 @@ class _ReachedBlock(Exception):
     """Raised by the capture hook: the rest of the forward is not needed."""
 
 
-class EarlyStopBlockInputs(Mapping[str, Sequence[BlockCall]]):
-    """Block inputs captured on demand, each forward stopped where the block starts.
+def _detach(value: Any) -> Any:
+    return value.detach().clone() if isinstance(value, torch.Tensor) else value
 
-    Why: the generic capture runs the whole model (all 2*depth blocks and the heads) once per block and
-    sample; stopping at the block halves the aggregator part on average and skips the heads. Captured from
-    the model as it is when asked (so a block sees the already-clipped blocks before it); only the last
-    block's inputs are kept.
+
+def _run_to_blocks(
+    model: nn.Module,
+    blocks: Sequence[nn.Module],
+    inputs: Sequence[tuple],
+    on_input: Callable[[int, BlockCall], None],
+) -> None:
+    """Forward each of ``inputs``, calling ``on_input(index, call)`` as it reaches ``blocks[index]`` and
+    stopping at the last block (the rest of the model and the heads are not needed). The forward goes on
+    through each block as ``on_input`` left it."""
+
+    visiting = False  # on_input may call the block itself: those calls are not the forward's
+
+    def hook_for(index: int):
+        def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            nonlocal visiting
+            if visiting:
+                return
+            visiting = True
+            try:
+                on_input(index, (tuple(_detach(a) for a in args), {k: _detach(v) for k, v in kwargs.items()}))
+            finally:
+                visiting = False
+            if index == len(blocks) - 1:
+                raise _ReachedBlock
+
+        return hook
+
+    handles = [b.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i, b in enumerate(blocks)]
+    try:
+        with torch.no_grad():
+            for sample in inputs:
+                try:
+                    call_model(model, sample)
+                except _ReachedBlock:
+                    pass
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class AllBlockInputs(Mapping[str, Sequence[BlockCall]]):
+    """Every block's inputs from one forward per sample (stopped at the last block), kept together.
+
+    Why: planning reads every block twice from the unchanged model, and a forward per block and sample
+    costs about one aggregator pass per block (hours for VGGT-1B on two cores). One capture holds
+    2*depth block inputs per sample (about 0.5 GiB per 2-frame 518x518 sample for VGGT-1B). Use only
+    while the model does not change; clipping, which edits blocks as it goes, uses
+    :func:`_in_forward_order`.
     """
 
     def __init__(self, model: nn.Module, paths: Sequence[str], samples: Sequence[tuple]) -> None:
         self.model, self.paths, self.samples = model, list(paths), list(samples)
-        self._last: tuple[str, list[BlockCall]] | None = None
+        self._all: dict[str, list[BlockCall]] | None = None
 
     def __getitem__(self, path: str) -> list[BlockCall]:
         if path not in self.paths:
             raise KeyError(path)
-        if self._last is None or self._last[0] != path:
-            self._last = (path, self._capture(self.model.get_submodule(path)))
-        return self._last[1]
-
-    def _capture(self, block: nn.Module) -> list[BlockCall]:
-        return self._capture_blocks([block])[0]
-
-    def _capture_blocks(self, blocks: Sequence[nn.Module]) -> list[list[BlockCall]]:
-        """Inputs of `blocks` (in forward order) over every sample, each forward stopped at the last one."""
-        found: list[list[BlockCall]] = [[] for _ in blocks]
-
-        def hook_for(index: int):
-            def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-                detach = lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v  # noqa: E731
-                found[index].append(
-                    (tuple(detach(a) for a in args), {k: detach(v) for k, v in kwargs.items()})
-                )
-                if index == len(blocks) - 1:
-                    raise _ReachedBlock
-
-            return hook
-
-        handles = [b.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i, b in enumerate(blocks)]
-        try:
-            with torch.no_grad():
-                for sample in self.samples:
-                    try:
-                        call_model(self.model, sample)
-                    except _ReachedBlock:
-                        pass
-        finally:
-            for handle in handles:
-                handle.remove()
-        return found
+        if self._all is None:
+            self._all = {p: [] for p in self.paths}
+            blocks = [self.model.get_submodule(p) for p in self.paths]
+            _run_to_blocks(
+                self.model, blocks, self.samples, lambda i, call: self._all[self.paths[i]].append(call)
+            )
+        return self._all[path]
 
     def __contains__(self, path: object) -> bool:
         return path in self.paths
@@ -206,30 +224,21 @@ class EarlyStopBlockInputs(Mapping[str, Sequence[BlockCall]]):
         return len(self.paths)
 
 
-class AllBlockInputs(EarlyStopBlockInputs):
-    """Every block's inputs from one forward per sample (stopped at the last block), kept together.
+def _batched(samples: Sequence[tuple]) -> tuple:
+    """The samples as one batch (VGGT's inputs are [B, S, 3, H, W]): one forward carries them all."""
+    return tuple(torch.cat(parts, dim=0) for parts in zip(*samples, strict=True))
 
-    Why: planning reads every block twice from the unchanged model, and per-block early-stopped
-    forwards cost about one aggregator pass per block and sample (hours for VGGT-1B on two cores).
-    One capture holds 2*depth block inputs per sample (about 0.5 GiB per 2-frame 518x518 sample for
-    VGGT-1B). Use only while the model does not change; clipping, which must see the blocks before it
-    already clipped, keeps EarlyStopBlockInputs.
-    """
 
-    def __init__(self, model: nn.Module, paths: Sequence[str], samples: Sequence[tuple]) -> None:
-        super().__init__(model, paths, samples)
-        self._all: dict[str, list[BlockCall]] | None = None
+def _in_forward_order(
+    model: nn.Module, paths: Sequence[str], samples: Sequence[tuple], visit: Callable[[int, BlockCall], None]
+) -> None:
+    """``visit(index, call)`` on each block's input (all samples batched) as one forward reaches it; the
+    forward then goes on through the block as ``visit`` left it.
 
-    def __getitem__(self, path: str) -> list[BlockCall]:
-        if path not in self.paths:
-            raise KeyError(path)
-        if self._all is None:
-            self._all = self._capture_all()
-        return self._all[path]
-
-    def _capture_all(self) -> dict[str, list[BlockCall]]:
-        blocks = [self.model.get_submodule(path) for path in self.paths]
-        return dict(zip(self.paths, self._capture_blocks(blocks), strict=True))
+    Why: clipping edits each block and the next block must see what the edited one produces. Capturing
+    each block's inputs anew costs a forward up to that block per block (quadratic in depth: about an
+    hour of the VGGT-1B compile on two cores); here the one forward carries the edited outputs on."""
+    _run_to_blocks(model, [model.get_submodule(p) for p in paths], [_batched(samples)], visit)
 
 
 def _fake_quantized(linears: dict[str, nn.Linear], plan: dict[str, int], group_size: int) -> dict:
@@ -237,6 +246,49 @@ def _fake_quantized(linears: dict[str, nn.Linear], plan: dict[str, int], group_s
         linear: fake_quantize_weight(linear.weight, plan[name], group_size if plan[name] == 4 else None)
         for name, linear in linears.items()
     }
+
+
+def _quantize_block(
+    model: nn.Module,
+    path: str,
+    calls: Sequence[BlockCall],
+    weights: torch.Tensor,
+    plan: dict[str, int],
+    *,
+    clipping: bool,
+    group_size: int,
+) -> dict[str, Any]:
+    """One block: error of the plan with plain rounding, then (optionally) clip its 4-bit linears in place
+    and measure again."""
+    block = model.get_submodule(path)
+    references = block_outputs(block, calls)
+    linears = block_linears(block, path)
+    with swapped_weights(_fake_quantized(linears, plan, group_size)):
+        rtn = block_output_error(block, calls, references, weights)
+    entry: dict[str, Any] = {
+        "bits": {name[len(path) + 1 :]: plan[name] for name in linears},
+        "rtn_weighted": rtn[0],
+        "rtn_unweighted": rtn[1],
+        "clipped": False,
+    }
+    four_bit = [name for name in linears if plan[name] == 4]
+    final = rtn
+    if clipping and four_bit:
+        report = apply_fisher_clipping(
+            model,
+            [path],
+            {path: calls},
+            weights[None],
+            linears={path: four_bit},
+            bits=4,
+            group_size=group_size,
+        )
+        entry["clipped"] = report.blocks[path].kept
+        if entry["clipped"]:
+            with swapped_weights(_fake_quantized(linears, plan, group_size)):
+                final = block_output_error(block, calls, references, weights)
+    entry["final_weighted"], entry["final_unweighted"] = final
+    return entry
 
 
 def quantize_blocks(
@@ -253,43 +305,24 @@ def quantize_blocks(
     and measure again. Errors are block-output MSE against the float block on the same inputs, Fisher-
     weighted and unweighted; each block sees the inputs the already-clipped blocks before it produce."""
     results: dict[str, dict[str, Any]] = {}
-    # Clipping changes blocks as it goes, so each block's inputs are captured after the ones before it;
-    # without it the model does not change and one capture serves every block.
-    capture = EarlyStopBlockInputs if clipping else AllBlockInputs
-    inputs = capture(model, [path for _, path in blocks], samples)
-    for index, (label, path) in enumerate(blocks):
-        block = model.get_submodule(path)
-        weights = channel_weights[index]
-        calls = inputs[path]
-        references = block_outputs(block, calls)
-        linears = block_linears(block, path)
-        with swapped_weights(_fake_quantized(linears, plan, group_size)):
-            rtn = block_output_error(block, calls, references, weights)
-        entry: dict[str, Any] = {
-            "bits": {name[len(path) + 1 :]: plan[name] for name in linears},
-            "rtn_weighted": rtn[0],
-            "rtn_unweighted": rtn[1],
-            "clipped": False,
-        }
-        four_bit = [name for name in linears if plan[name] == 4]
-        final = rtn
-        if clipping and four_bit:
-            report = apply_fisher_clipping(
-                model,
-                [path],
-                {path: calls},
-                weights[None],
-                linears={path: four_bit},
-                bits=4,
-                group_size=group_size,
-            )
-            entry["clipped"] = report.blocks[path].kept
-            if entry["clipped"]:
-                with swapped_weights(_fake_quantized(linears, plan, group_size)):
-                    final = block_output_error(block, calls, references, weights)
-        entry["final_weighted"], entry["final_unweighted"] = final
+
+    def visit(index: int, calls: Sequence[BlockCall]) -> None:
+        label, path = blocks[index]
+        entry = _quantize_block(
+            model, path, calls, channel_weights[index], plan, clipping=clipping, group_size=group_size
+        )
         results[label] = entry
-        _progress(f"block {label}: weighted error {rtn[0]:.3e} -> {final[0]:.3e}")
+        _progress(
+            f"block {label}: weighted error {entry['rtn_weighted']:.3e} -> {entry['final_weighted']:.3e}"
+        )
+
+    paths = [path for _, path in blocks]
+    if clipping:  # blocks change as we go: one batched forward carries each clipped block's output on
+        _in_forward_order(model, paths, samples, lambda index, call: visit(index, [call]))
+    else:  # nothing changes: one capture serves every block
+        inputs = AllBlockInputs(model, paths, samples)
+        for index, path in enumerate(paths):
+            visit(index, inputs[path])
     return results
 
 
