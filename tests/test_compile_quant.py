@@ -70,15 +70,39 @@ def test_xnnpack_w4_compiles_and_runs(tmp_path_factory, eager) -> None:
     [
         ({"quant": "w4", "extra": {"w4_group_size": 48}}, "multiple of 32"),
         ({"quant": "int8", "extra": {"w4_group_size": 64}}, "applies to --quant w4/w4-fisher"),
+        ({"quant": "fp32", "extra": {"keep_float": ("model.*",)}}, "--keep-float applies"),
+        ({"quant": "int8", "extra": {"keep_float": ("re:(",)}}, "not a valid regular expression"),
+        ({"quant": "w4", "extra": {"int8_activations": "dynamic"}}, "--int8-activations applies"),
+        ({"quant": "int8", "backend": "qnn", "extra": {"int8_activations": "dynamic"}}, "QNN runs static"),
     ],
 )
-def test_w4_group_size_checked_before_work(tmp_path, kw, message) -> None:
+def test_quant_flags_checked_before_work(tmp_path, kw, message, monkeypatch) -> None:
+    monkeypatch.setenv("QNN_SDK_ROOT", str(tmp_path))  # past the SDK check, to the flag check
     from vggt_et.errors import UserError
 
     options = CompileOptions(preset="tiny", random_weights=True, output=str(tmp_path / "x.pte"), **kw)
     with pytest.raises(UserError, match=message):
         compile_model(options, quiet=True)
     assert not list(tmp_path.iterdir())
+
+
+def test_int8_dynamic_with_everything_quantized_runs(tmp_path_factory, eager) -> None:
+    """`--int8-activations dynamic --keep-float none`: per-token linears, static convs, patch embed too."""
+    path, report = _compile(
+        tmp_path_factory,
+        "int8_dynamic",
+        quant="int8",
+        calib_samples=1,
+        extra={"int8_activations": "dynamic", "keep_float": ("none",)},
+    )
+    quant = report["quantization"]
+    assert quant["options"]["dynamic"] is True
+    # Only the DPT's two transposed convs stay float: dynamic mode gives static int8 to 2-D convs only.
+    assert quant["float_layers"] == ["model.depth_head.resize_layers.0", "model.depth_head.resize_layers.1"]
+    assert "model.aggregator.patch_embed.patch_embed.proj" in quant["quantized_layers"]
+    assert "model.depth_head.scratch.output_conv2.2" in quant["quantized_layers"]
+    assert report["delegated_fraction"] == 1.0
+    assert compare(path, eager, seed=5)["outputs"]["depth"]["rel_l2"] <= 0.05
 
 
 @pytest.mark.parametrize(("quant", "recipe"), [("int8", "qnn-8a8w"), ("w4", "qnn-16a4w")])

@@ -141,6 +141,18 @@ def _shape_options(f):
     default=None,
     help="w4/w4-fisher: int4 weights per group of this many inputs, 0 = per channel [default: 32].",
 )
+@click.option(
+    "--keep-float",
+    multiple=True,
+    help="Layers left in float (repeatable): module-path glob like 'model.depth_head.*' or 're:REGEX'; "
+    "replaces the defaults (patch embed, heads' last layers); 'none' quantizes them all.",
+)
+@click.option(
+    "--int8-activations",
+    type=click.Choice(["static", "dynamic"]),
+    default=None,
+    help="int8 on xnnpack: calibrated ranges, or per-token ranges at run time [default: static].",
+)
 @click.option("--no-rotation", is_flag=True, help="w4-fisher: skip the Hadamard rotation of the stream.")
 @click.option("--no-mixed-precision", is_flag=True, help="w4-fisher: every aggregator linear in 4 bit.")
 @click.option("--no-fisher-clip", is_flag=True, help="w4-fisher: skip Fisher-weighted weight clipping.")
@@ -157,11 +169,20 @@ def compile(**kw) -> None:  # noqa: A001 - the command's name
     from vggt_et.io_utils import format_table
 
     report_path = kw.pop("report") or str(Path(kw["output"]).with_suffix(".json"))
-    w4_fisher = {
+    quant_flags = {
         k: kw.pop(k)
-        for k in ("fisher", "w4_budget", "w4_group_size", "no_rotation", "no_mixed_precision", "no_fisher_clip")
+        for k in (
+            "fisher",
+            "w4_budget",
+            "w4_group_size",
+            "no_rotation",
+            "no_mixed_precision",
+            "no_fisher_clip",
+            "keep_float",
+            "int8_activations",
+        )
     }
-    extra = {k: v for k, v in w4_fisher.items() if v not in (None, False)}
+    extra = {k: v for k, v in quant_flags.items() if v not in (None, False, ())}
     options = CompileOptions(**kw, report=report_path, extra=extra)
     report = compile_model(options)
     rows = [(stage, seconds) for stage, seconds in report["stage_seconds"].items()]

@@ -21,7 +21,7 @@ from vggt_et.export import ProgramShape, example_images, export_program, output_
 from vggt_et.io_utils import atomic_write, check_writable, write_json
 from vggt_et.lean_lowering import lean_lowering
 from vggt_et.lowering import lower, require_qnn_sdk, to_executorch
-from vggt_et.quantize import w4_group_size
+from vggt_et.quantize import int8_dynamic, keep_float_patterns, w4_group_size
 from vggt_et.stages import StageClock, peak_rss_bytes
 
 QUANT_SCHEMES = ("fp32", "fp16", "int8", "w4", "w4-fisher")
@@ -90,6 +90,8 @@ def validate(options: CompileOptions) -> tuple[ProgramShape, tuple[str, ...]]:
 
     validate_w4_fisher(options, shape, outputs)
     w4_group_size(options)
+    keep_float_patterns(options)
+    int8_dynamic(options)
     return shape, outputs
 
 

@@ -44,6 +44,39 @@ def w4_group_size(options) -> int:
     return size
 
 
+def keep_float_patterns(options) -> tuple[str, ...]:
+    """`--keep-float` patterns (module-path globs or `re:` regexes; they replace the defaults, `none`
+    keeps nothing float), checked before any work."""
+    from vggt_et.quantizers.float_layers import InvalidLayerPatternError, compile_patterns
+
+    given = options.extra.get("keep_float")
+    if given is None:
+        return DEFAULT_KEEP_FLOAT
+    if options.quant not in ("int8", "w4", "w4-fisher"):
+        raise UserError(f"--keep-float applies to --quant int8/w4/w4-fisher (got --quant {options.quant})")
+    patterns = tuple(given)
+    if patterns == ("none",):
+        return ()
+    try:
+        compile_patterns(patterns)
+    except InvalidLayerPatternError as exc:
+        raise UserError(str(exc)) from None
+    return patterns
+
+
+def int8_dynamic(options) -> bool:
+    """`--int8-activations dynamic` (per-token ranges at run time, XNNPACK only), checked up front."""
+    mode = options.extra.get("int8_activations")
+    if mode is None:
+        return False
+    if options.quant != "int8" or options.backend not in ("xnnpack", "portable"):
+        raise UserError(
+            f"--int8-activations applies to --quant int8 on xnnpack (got --quant {options.quant} "
+            f"--backend {options.backend}); QNN runs static activations only"
+        )
+    return mode == "dynamic"
+
+
 def calibration_samples(
     calib_data: str | None, shape: ProgramShape, count: int, *, seed: int = 0, batch_dim: bool = True
 ) -> list[tuple]:
@@ -81,10 +114,12 @@ def quantize_for_backend(
             seed=options.seed,
             batch_dim=options.backend != "qnn",
         )
-    keep_float = tuple(options.extra.get("keep_float", DEFAULT_KEEP_FLOAT))
+    keep_float = keep_float_patterns(options)
     recipe_options: dict[str, Any] = {"bits_by_layer": layer_bits} if layer_bits else {}
     if recipe == "xnnpack-8da4w":
         recipe_options["group_size"] = w4_group_size(options)
+    if recipe == "xnnpack-int8":
+        recipe_options["dynamic"] = int8_dynamic(options)
     result = quantize_program(ep, recipe, samples, keep_float=keep_float, progress=True, **recipe_options)
     details = result.to_dict()
     details["calibration_data"] = options.calib_data or "synthetic scenes"

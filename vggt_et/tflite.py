@@ -34,7 +34,9 @@ class TfliteProgram:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
-            raise UserError("running .tflite files needs ai-edge-litert: pip install -e '.[tflite]'") from None
+            raise UserError(
+                "running .tflite files needs ai-edge-litert: pip install -e '.[tflite]'"
+            ) from None
         self.interpreter = Interpreter(model_path=str(path))
         self.interpreter.allocate_tensors()
 
