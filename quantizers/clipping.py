@@ -11,7 +11,7 @@ backward per probe serves all linears of a block. The chosen ratios are applied 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,27 +38,61 @@ def _detach(value: Any) -> Any:
     return value
 
 
+class _ReachedLastBlock(Exception):
+    """Raised by the input hook of the last block when the rest of the forward is not needed."""
+
+
+def run_to_blocks(
+    model: nn.Module,
+    blocks: Sequence[nn.Module],
+    samples: Iterable[Any],
+    on_input: Callable[[int, BlockCall], None],
+    *,
+    stop_at_last: bool = False,
+) -> None:
+    """Forward each sample, calling ``on_input(index, (args, kwargs))`` with detached copies whenever
+    ``blocks[index]`` is called; the forward goes on through the block as ``on_input`` left it (so it may
+    edit the block). Calls that ``on_input`` makes to blocks itself are not reported. With
+    ``stop_at_last`` each forward stops where the last block is first called (what comes after it is not
+    needed)."""
+    visiting = False
+
+    def hook_for(index: int) -> Any:
+        def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            nonlocal visiting
+            if visiting:
+                return
+            visiting = True
+            try:
+                on_input(index, (_detach(args), _detach(kwargs)))
+            finally:
+                visiting = False
+            if stop_at_last and index == len(blocks) - 1:
+                raise _ReachedLastBlock
+
+        return hook
+
+    handles = [b.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i, b in enumerate(blocks)]
+    try:
+        with torch.no_grad():
+            for sample in samples:
+                try:
+                    call_model(model, sample)
+                except _ReachedLastBlock:
+                    pass
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def capture_block_inputs(
     model: nn.Module, block_modules: Sequence[nn.Module | str], samples: Iterable[Any]
 ) -> dict[str, list[BlockCall]]:
     """Record every call's (args, kwargs) of each block over the samples, for offline calibration."""
     blocks = resolve_modules(model, block_modules)
     calls: dict[str, list[BlockCall]] = {name: [] for name, _ in blocks}
-
-    def make_hook(name: str) -> Any:
-        def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            calls[name].append((_detach(args), _detach(kwargs)))
-
-        return hook
-
-    handles = [m.register_forward_pre_hook(make_hook(n), with_kwargs=True) for n, m in blocks]
-    try:
-        with torch.no_grad():
-            for sample in samples:
-                call_model(model, sample)
-    finally:
-        for handle in handles:
-            handle.remove()
+    names = [name for name, _ in blocks]
+    run_to_blocks(model, [m for _, m in blocks], samples, lambda i, call: calls[names[i]].append(call))
     empty = [name for name, recorded in calls.items() if not recorded]
     if empty:
         raise ValueError(f"blocks never ran on the samples: {empty}")

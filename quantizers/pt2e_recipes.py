@@ -80,10 +80,9 @@ def xnnpack_quantizer(
         quantizer.set_operator_type(torch.ops.aten.linear.default, config)
     else:
         quantizer.set_global(config)
-    if keep_float is not None:
-        quantizer.set_filter_function(lambda node: not keep_float(node))
     if keep_float is None:
         return quantizer
+    quantizer.set_filter_function(lambda node: not keep_float(node))
     # XNNPACK's static int8 conv/linear must write int8: a quantized layer whose only readers are kept
     # float keeps its quantized output (the kept layer reads it dequantized), or it would not lower.
     return FloatLayerQuantizer(quantizer, keep_float, quantized_outputs_stay=True)

@@ -34,9 +34,10 @@ from vggt_et.quantizers.clipping import (
     block_linears,
     block_output_error,
     block_outputs,
+    run_to_blocks,
     swapped_weights,
 )
-from vggt_et.quantizers.fisher import FisherStats, call_model
+from vggt_et.quantizers.fisher import FisherStats
 from vggt_et.quantizers.mixed_precision import plan_mixed_precision
 from vggt_et.quantizers.w4_transforms import fake_quantize_weight, weight_storage_bytes
 
@@ -141,54 +142,6 @@ def _fisher(
     return compute_vggt_fisher(model, samples, tasks, metadata)
 
 
-class _ReachedBlock(Exception):
-    """Raised by the capture hook: the rest of the forward is not needed."""
-
-
-def _detach(value: Any) -> Any:
-    return value.detach().clone() if isinstance(value, torch.Tensor) else value
-
-
-def _run_to_blocks(
-    model: nn.Module,
-    blocks: Sequence[nn.Module],
-    inputs: Sequence[tuple],
-    on_input: Callable[[int, BlockCall], None],
-) -> None:
-    """Forward each of ``inputs``, calling ``on_input(index, call)`` as it reaches ``blocks[index]`` and
-    stopping at the last block (the rest of the model and the heads are not needed). The forward goes on
-    through each block as ``on_input`` left it."""
-
-    visiting = False  # on_input may call the block itself: those calls are not the forward's
-
-    def hook_for(index: int):
-        def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-            nonlocal visiting
-            if visiting:
-                return
-            visiting = True
-            try:
-                on_input(index, (tuple(_detach(a) for a in args), {k: _detach(v) for k, v in kwargs.items()}))
-            finally:
-                visiting = False
-            if index == len(blocks) - 1:
-                raise _ReachedBlock
-
-        return hook
-
-    handles = [b.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i, b in enumerate(blocks)]
-    try:
-        with torch.no_grad():
-            for sample in inputs:
-                try:
-                    call_model(model, sample)
-                except _ReachedBlock:
-                    pass
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 class AllBlockInputs(Mapping[str, Sequence[BlockCall]]):
     """Every block's inputs from one forward per sample (stopped at the last block), kept together.
 
@@ -209,8 +162,12 @@ class AllBlockInputs(Mapping[str, Sequence[BlockCall]]):
         if self._all is None:
             self._all = {p: [] for p in self.paths}
             blocks = [self.model.get_submodule(p) for p in self.paths]
-            _run_to_blocks(
-                self.model, blocks, self.samples, lambda i, call: self._all[self.paths[i]].append(call)
+            run_to_blocks(
+                self.model,
+                blocks,
+                self.samples,
+                lambda i, call: self._all[self.paths[i]].append(call),
+                stop_at_last=True,
             )
         return self._all[path]
 
@@ -238,7 +195,8 @@ def _in_forward_order(
     Why: clipping edits each block and the next block must see what the edited one produces. Capturing
     each block's inputs anew costs a forward up to that block per block (quadratic in depth: about an
     hour of the VGGT-1B compile on two cores); here the one forward carries the edited outputs on."""
-    _run_to_blocks(model, [model.get_submodule(p) for p in paths], [_batched(samples)], visit)
+    blocks = [model.get_submodule(p) for p in paths]
+    run_to_blocks(model, blocks, [_batched(samples)], visit, stop_at_last=True)
 
 
 def _fake_quantized(linears: dict[str, nn.Linear], plan: dict[str, int], group_size: int) -> dict:
