@@ -37,15 +37,26 @@ def console_script() -> None:
 
 
 def _exit_cleanly_on_sigterm() -> None:
-    """A killed compile (job scheduler, Ctrl-C's cousin) unwinds like an exception, so temporary files
-    and the lowering's scratch folder are removed and no partial output is left behind."""
+    """A killed compile (job scheduler's SIGTERM, Ctrl-C) removes its temporary files and the lowering's
+    scratch folder, leaves no partial output and exits 128 + the signal number.
+
+    The handler does the removal itself and leaves with `os._exit` instead of raising `SystemExit`:
+    the lowering was seen catching that exception and writing the .pte anyway.
+    """
+    import os
     import signal
 
-    def stop(signum: int, _frame) -> None:
-        click.echo(f"vggt-et: stopped by signal {signum}; temporary files removed", err=True)
-        sys.exit(128 + signum)
+    from vggt_et.temporaries import remove_all_live
 
-    signal.signal(signal.SIGTERM, stop)
+    def stop(signum: int, _frame) -> None:
+        remove_all_live()
+        sys.stdout.flush()
+        click.echo(f"vggt-et: stopped by signal {signum}; temporary files removed", err=True)
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, stop)
 
 
 def _quiet_third_party() -> None:

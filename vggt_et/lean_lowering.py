@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+
+from vggt_et.temporaries import temporary
 
 SPILL_MIN_BYTES = 1 << 16  # smaller blobs stay in memory: a file each would cost more than it saves
 
@@ -71,35 +71,34 @@ def lean_lowering(
     from executorch.exir._serialize._cord import FileBackedData
     from executorch.exir._serialize._named_data_store import NamedDataStore
 
-    scratch = Path(tempfile.mkdtemp(prefix=".vggt_et_lowering_", dir=scratch_parent))
-    stats = SpillStats()
-    stock_add = NamedDataStore.add_named_data
-    own_copy = "copy_exported_program_for_preprocess" in XnnpackBackend.__dict__
-    stock_copy = XnnpackBackend.__dict__.get("copy_exported_program_for_preprocess")
+    with temporary(tempfile.mkdtemp(prefix=".vggt_et_lowering_", dir=scratch_parent)) as scratch:
+        stats = SpillStats()
+        stock_add = NamedDataStore.add_named_data
+        own_copy = "copy_exported_program_for_preprocess" in XnnpackBackend.__dict__
+        stock_copy = XnnpackBackend.__dict__.get("copy_exported_program_for_preprocess")
 
-    def to_file(data: bytes) -> FileBackedData:
-        handle, path = tempfile.mkstemp(dir=scratch, suffix=".bin")
-        with os.fdopen(handle, "wb") as f:
-            f.write(data)
-        stats.files += 1
-        stats.bytes += len(data)
-        return FileBackedData(path, cleanup=True)
+        def to_file(data: bytes) -> FileBackedData:
+            handle, path = tempfile.mkstemp(dir=scratch, suffix=".bin")
+            with os.fdopen(handle, "wb") as f:
+                f.write(data)
+            stats.files += 1
+            stats.bytes += len(data)
+            return FileBackedData(path, cleanup=True)
 
-    def add_named_data(self, key, data, alignment=1, external_tag=None, tensor_layout=None):
-        if spill and isinstance(data, bytes) and len(data) >= spill_min_bytes:
-            data = to_file(data)
-        return stock_add(self, key, data, alignment, external_tag, tensor_layout)
+        def add_named_data(self, key, data, alignment=1, external_tag=None, tensor_layout=None):
+            if spill and isinstance(data, bytes) and len(data) >= spill_min_bytes:
+                data = to_file(data)
+            return stock_add(self, key, data, alignment, external_tag, tensor_layout)
 
-    NamedDataStore.add_named_data = add_named_data
-    XnnpackBackend.copy_exported_program_for_preprocess = classmethod(
-        lambda cls, program, compile_specs: copy_sharing_constants(program)
-    )
-    try:
-        yield stats
-    finally:
-        NamedDataStore.add_named_data = stock_add
-        if own_copy:
-            XnnpackBackend.copy_exported_program_for_preprocess = stock_copy
-        else:
-            del XnnpackBackend.copy_exported_program_for_preprocess
-        shutil.rmtree(scratch, ignore_errors=True)
+        NamedDataStore.add_named_data = add_named_data
+        XnnpackBackend.copy_exported_program_for_preprocess = classmethod(
+            lambda cls, program, compile_specs: copy_sharing_constants(program)
+        )
+        try:
+            yield stats
+        finally:
+            NamedDataStore.add_named_data = stock_add
+            if own_copy:
+                XnnpackBackend.copy_exported_program_for_preprocess = stock_copy
+            else:
+                del XnnpackBackend.copy_exported_program_for_preprocess

@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from vggt_et.temporaries import temporary
+
 
 @contextlib.contextmanager
 def atomic_output_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
@@ -22,17 +24,13 @@ def atomic_output_path(path: str | os.PathLike, suffix: str | None = None) -> It
         prefix=f".{target.name}.", suffix=target.suffix if suffix is None else suffix, dir=target.parent
     )
     os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with temporary(tmp_name) as tmp:
         yield tmp
         # mkstemp creates 0600 files; outputs get the usual permissions (0666 minus the umask).
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

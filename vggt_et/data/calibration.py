@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 
 from vggt_et.data.blendedmvs import ViewGroup, calibration_scenes, load_group, sample_view_groups
 from vggt_et.data.synthetic import write_synthetic_dataset
+from vggt_et.temporaries import temporary
 
 logger = logging.getLogger(__name__)
 
@@ -31,16 +31,13 @@ def calibration_groups(
     (removed again; the groups live in memory) and a warning says so.
     """
     if root is None:
-        tmp = tempfile.mkdtemp(prefix="vggt-et-synthetic-")
-        try:
+        with temporary(tempfile.mkdtemp(prefix="vggt-et-synthetic-")) as tmp:
             n_scenes = min(max(n_groups, 1), 4)
             write_synthetic_dataset(tmp, n_scenes, max(8, frames), height, width, seed=seed)
             logger.warning(
                 "no calibration data given: using %d synthetic scenes (%dx%d)", n_scenes, height, width
             )
             return _groups_from_root(tmp, frames, height, width, n_groups, strategy, mode, seed, with_depth)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return _groups_from_root(root, frames, height, width, n_groups, strategy, mode, seed, with_depth)
 
 
