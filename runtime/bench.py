@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vggt_et.io_utils import write_json
 from vggt_et.runtime.adb import AdbDevice, AdbError, total_bytes
 from vggt_et.runtime.program import ProgramError, PteProgram, example_inputs
 
@@ -331,16 +332,8 @@ def run_bench(
         },
     )
     if json_path is not None:
-        write_json(report, json_path)
+        write_json(json_path, report)
     return report
-
-
-def write_json(report: dict, path: str | os.PathLike) -> None:
-    """Writes the report atomically (temp file + rename)."""
-    target = Path(path)
-    temp = target.with_name(target.name + ".part")
-    temp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(temp, target)
 
 
 def format_table(report: dict) -> str:

@@ -15,6 +15,8 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from vggt_et import io_utils
+
 from .program import PteProgram, example_inputs
 
 _INSTANCE = re.compile(r"\s+#\d+$")
@@ -77,16 +79,13 @@ def profile_ops(path: str | os.PathLike, *, warmup: int = 1) -> list[OpKindTime]
 
 
 def format_table(rows: list[OpKindTime], top: int | None = None) -> str:
-    """A readable table: op kind, total ms, count, share."""
-    shown = rows if top is None else rows[:top]
-    width = max([len("op kind")] + [len(row.kind) for row in shown])
-    lines = [f"{'op kind':<{width}}  {'ms':>9}  {'count':>6}  {'share':>6}", "-" * (width + 29)]
-    lines += [f"{r.kind:<{width}}  {r.ms:>9.1f}  {r.count:>6}  {r.share:>6.1%}" for r in shown]
-    rest = rows[len(shown) :]
+    """A readable table: op kind, total ms, count, share; kinds below `top` summed in one row, then a total."""
+    shown, rest = (rows, []) if top is None else (rows[:top], rows[top:])
+    table: list[tuple] = [(r.kind, r.ms, r.count, r.share) for r in shown]
     if rest:
-        ms, count = sum(r.ms for r in rest), sum(r.count for r in rest)
-        lines.append(
-            f"{f'({len(rest)} other kinds)':<{width}}  {ms:>9.1f}  {count:>6}  {sum(r.share for r in rest):>6.1%}"
-        )
-    lines.append(f"{'total':<{width}}  {sum(r.ms for r in rows):>9.1f}  {sum(r.count for r in rows):>6}")
-    return "\n".join(lines)
+        summed = (sum(r.ms for r in rest), sum(r.count for r in rest), sum(r.share for r in rest))
+        table.append((f"({len(rest)} other kinds)", *summed))
+    table.append(("total", sum(r.ms for r in rows), sum(r.count for r in rows), None))
+    return io_utils.format_table(
+        ["op kind", "ms", "count", "share"], table, formats=[None, ".1f", "d", ".1%"]
+    )

@@ -7,11 +7,12 @@ output" is exercised with more than one of them.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from vggt_et.data.atomic import atomic_output_path
 
 TOY_QUANTS = ("fp32", "int8")
 
@@ -82,16 +83,8 @@ def build_toy_pte(path: str | os.PathLike, quant: str = "fp32", seed: int = 0, c
         exported = torch.export.export(model, example, strict=False)
     program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            program.write_to_file(stream)
-        os.chmod(temp, 0o644)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_output_path(target) as temp, open(temp, "wb") as stream:
+        program.write_to_file(stream)
     return target
 
 

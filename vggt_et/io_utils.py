@@ -43,19 +43,33 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Plain aligned text table (numbers right-aligned)."""
+def format_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], formats: Sequence[str | None] | None = None
+) -> str:
+    """Plain aligned text table (numbers right-aligned, None shown as "-").
 
-    def cell(value: Any) -> str:
+    `formats` gives a format spec per column (".1f", ".1%"; None: the default, 4 significant digits for
+    floats and thousands separators for ints).
+    """
+
+    def cell(value: Any, spec: str | None) -> str:
+        if value is None:
+            return "-"
+        if spec is not None and isinstance(value, (int, float)):
+            return format(value, spec)
         if isinstance(value, float):
             return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
         if isinstance(value, int) and not isinstance(value, bool):
             return f"{value:,}"
         return str(value)
 
-    table = [[str(h) for h in headers]] + [[cell(v) for v in row] for row in rows]
+    specs = list(formats) if formats is not None else [None] * len(headers)
+    table = [[str(h) for h in headers]] + [[cell(v, specs[i]) for i, v in enumerate(row)] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
-    numeric = [all(isinstance(row[i], (int, float)) for row in rows) and rows for i in range(len(headers))]
+    numeric = [
+        bool(rows) and all(isinstance(row[i], (int, float)) or row[i] is None for row in rows)
+        for i in range(len(headers))
+    ]
     lines = []
     for n, row in enumerate(table):
         parts = [
