@@ -12,7 +12,6 @@ size <= 0.3 and latency <= 0.45 of fp32 (issue 5); w4 / w4-fisher size <= 0.16 o
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 from _common import add_shape_args, machine, read_json, run_cli, time_calls
 from vggt_et.evaluate import ground_truth_metrics, scene_inputs
 from vggt_et.inference import program_info, run_program
+from vggt_et.io_utils import format_table, write_json
 from vggt_et.runtime.metrics import rel_l2
 from vggt_et.runtime.program import PteProgram, set_threads
 
@@ -91,16 +91,14 @@ def main() -> None:
     print(
         f"{args.preset}, random weights, {args.frames}x{args.height}x{args.width}, depth, XNNPACK; scene: {source}\n"
     )
-    header = f"{'scheme':<10}{'.pte MiB':>10}{'size/fp32':>11}{'median ms':>11}{'lat/fp32':>10}{'depth rel err':>15}{'GT AbsRel':>11}{'GT d1':>8}{'peak RSS GiB':>14}"
-    print(header)
-    print("-" * len(header))
-    rows = {}
+    rows, table = {}, []
     for scheme, report in reports.items():
         gt = ground_truth_metrics(outputs[scheme], truth) if truth else {}
         row = {
             "pte_bytes": report["pte_bytes"],
             "size_ratio": report["pte_bytes"] / fp32["pte_bytes"],
             "latency_ms": latency[scheme]["median"],
+            "latency_ms_stats": latency[scheme],
             "latency_ratio": latency[scheme]["median"] / latency["fp32"]["median"],
             "depth_rel_l2_vs_fp32": rel_l2(outputs[scheme]["depth"], outputs["fp32"]["depth"]),
             "gt": gt,
@@ -108,16 +106,34 @@ def main() -> None:
             "compile_seconds": report["total_seconds"],
         }
         rows[scheme] = row
-        print(
-            f"{scheme:<10}{row['pte_bytes'] / 2**20:>10.1f}{row['size_ratio']:>11.3f}{row['latency_ms']:>11.0f}"
-            f"{row['latency_ratio']:>10.2f}{row['depth_rel_l2_vs_fp32']:>15.4f}{gt.get('abs_rel', float('nan')):>11.4f}"
-            f"{gt.get('delta1', float('nan')):>8.3f}{row['peak_rss_bytes'] / 2**30:>14.2f}"
+        table.append(
+            (
+                scheme,
+                row["pte_bytes"] / 2**20,
+                row["size_ratio"],
+                row["latency_ms"],
+                row["latency_ratio"],
+                row["depth_rel_l2_vs_fp32"],
+                gt.get("abs_rel"),
+                gt.get("delta1"),
+                row["peak_rss_bytes"] / 2**30,
+            )
         )
+    headers = [
+        "scheme",
+        ".pte MiB",
+        "size/fp32",
+        "median ms",
+        "lat/fp32",
+        "depth rel err",
+        "GT AbsRel",
+        "GT d1",
+    ]
+    formats = [None, ".1f", ".3f", ".1f", ".3f", ".4f", ".4f", ".3f", ".2f"]
+    print(format_table([*headers, "peak RSS GiB"], table, formats))
     print("\ntargets: int8 size <= 0.30, latency <= 0.45; w4 / w4-fisher size <= 0.16 (all vs fp32)")
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({"machine": machine(), "threads": args.threads, "rows": rows}, indent=2)
-        )
+        write_json(args.json, {"machine": machine(), "threads": args.threads, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -22,5 +22,7 @@ def test_synthetic_fallback_is_announced(caplog):
     with caplog.at_level(logging.WARNING):
         groups = calibration_groups(None, frames=2, height=28, width=42, n_groups=2, with_depth=True)
     assert "synthetic" in caplog.text
+    assert "default calibration scenes" not in caplog.text  # our own scenes: no BlendedMVS-list warning
+    assert [r.levelname for r in caplog.records].count("WARNING") == 1
     assert len(groups) == 2 and groups[0].images.shape == (2, 3, 28, 42)
     assert groups[0].depths.shape == (2, 28, 42) and (groups[0].depths > 0).float().mean() > 0.5
