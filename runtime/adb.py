@@ -13,6 +13,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from vggt_et.cleanup import run_child
+
 EXIT_MARKER = "VGGT_ET_EXIT="
 
 
@@ -34,7 +36,7 @@ def find_adb(adb: str | None = None) -> str:
 
 def list_devices(adb: str) -> dict[str, str]:
     """Serial -> state ("device", "unauthorized", "offline", ...) as `adb devices` reports them."""
-    completed = subprocess.run([adb, "devices"], capture_output=True, text=True, errors="replace", timeout=60)
+    completed = run_child([adb, "devices"], timeout=60)
     if completed.returncode != 0:
         raise AdbError(f"'adb devices' failed ({completed.returncode}): {completed.stderr.strip()[-300:]}")
     devices = {}
@@ -74,13 +76,7 @@ class AdbDevice:
         return cls(serial, adb_path)
 
     def _adb(self, *args: str, timeout: float | None = 600) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [self.adb, "-s", self.serial, *args],
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=timeout,
-        )
+        return run_child([self.adb, "-s", self.serial, *args], timeout=timeout)
 
     def shell(self, command: str, *, timeout: float | None = 600) -> tuple[int, str]:
         """Runs `command` with the device's sh; returns (exit code, stdout).

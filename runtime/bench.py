@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vggt_et.cleanup import run_child
 from vggt_et.io_utils import write_json
 from vggt_et.runtime.adb import AdbDevice, AdbError, total_bytes
 from vggt_et.runtime.program import ProgramError, PteProgram, example_inputs
@@ -151,9 +152,7 @@ def _run_on_host(
             *_runner_args(str(model), [str(p) for p in inputs], str(work), settings, "host", prime=prime),
         ]
         try:
-            completed = subprocess.run(
-                argv, capture_output=True, text=True, errors="replace", timeout=settings.timeout
-            )
+            completed = run_child(argv, timeout=settings.timeout)
         except subprocess.TimeoutExpired:
             raise BenchError(
                 f"runner did not finish within {settings.timeout:.0f} s; lower --iters"

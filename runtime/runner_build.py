@@ -6,8 +6,9 @@ this again only recompiles what changed.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
+
+from vggt_et.cleanup import run_child
 
 RUNNER_DIR = Path(__file__).resolve().parent.parent / "android_runner"
 BUILD_SCRIPT = RUNNER_DIR / "ci_build.sh"
@@ -25,9 +26,7 @@ def build_runner(preset: str = "host", *, timeout: float = 1800.0) -> Path:
     """Builds (or brings up to date) the runner for `preset`; returns the executable's path."""
     if not BUILD_SCRIPT.is_file():
         raise RunnerBuildError(f"{BUILD_SCRIPT} is missing: run from a checkout of vggt-et")
-    completed = subprocess.run(
-        ["bash", str(BUILD_SCRIPT), preset], capture_output=True, text=True, errors="replace", timeout=timeout
-    )
+    completed = run_child(["bash", str(BUILD_SCRIPT), preset], timeout=timeout)
     if completed.returncode != 0:
         tail = "\n".join((completed.stderr + completed.stdout).strip().splitlines()[-25:])
         raise RunnerBuildError(f"building the {preset} runner failed (exit {completed.returncode}):\n{tail}")

@@ -32,13 +32,14 @@ def main() -> None:
 def console_script() -> None:
     """The `vggt-et` console script: the CLI in its own process (signal handling is process-wide, so it is
     set here and not in `main`, which tests and other programs call in-process)."""
-    _exit_cleanly_on_sigterm()
+    _exit_cleanly_on_signals()
     main()
 
 
-def _exit_cleanly_on_sigterm() -> None:
-    """A killed compile (job scheduler's SIGTERM, Ctrl-C) removes its temporary files and the lowering's
-    scratch folder, leaves no partial output and exits 128 + the signal number.
+def _exit_cleanly_on_signals() -> None:
+    """A killed run (job scheduler's SIGTERM, Ctrl-C) stops the programs it started (runner, adb, build),
+    removes its temporary files and the lowering's scratch folder, leaves no partial output and exits
+    128 + the signal number.
 
     The handler does the removal itself and leaves with `os._exit` instead of raising `SystemExit`:
     the lowering was seen catching that exception and writing the .pte anyway.
@@ -46,10 +47,10 @@ def _exit_cleanly_on_sigterm() -> None:
     import os
     import signal
 
-    from vggt_et.temporaries import remove_all_live
+    from vggt_et.cleanup import undo_all
 
     def stop(signum: int, _frame) -> None:
-        remove_all_live()
+        undo_all()
         sys.stdout.flush()
         click.echo(f"vggt-et: stopped by signal {signum}; temporary files removed", err=True)
         sys.stderr.flush()

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from vggt_et.temporaries import temporary
+from vggt_et.cleanup import temporary
 
 SPILL_MIN_BYTES = 1 << 16  # smaller blobs stay in memory: a file each would cost more than it saves
 

@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from vggt_et.temporaries import temporary
+from vggt_et.cleanup import temporary
 
 
 @contextlib.contextmanager

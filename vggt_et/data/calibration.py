@@ -6,6 +6,7 @@ import logging
 import os
 import tempfile
 
+from vggt_et.cleanup import temporary
 from vggt_et.data.blendedmvs import (
     BlendedMVSScene,
     ViewGroup,
@@ -15,7 +16,6 @@ from vggt_et.data.blendedmvs import (
     sample_view_groups,
 )
 from vggt_et.data.synthetic import write_synthetic_dataset
-from vggt_et.temporaries import temporary
 
 logger = logging.getLogger(__name__)
 
