@@ -223,6 +223,11 @@ def compile(**kw) -> None:  # noqa: A001 - the command's name
     "--no-rotation", is_flag=True, help="Statistics without the rotation (for compile --no-rotation)."
 )
 @click.option(
+    "--keep-activations",
+    is_flag=True,
+    help="Keep every block's activations for the backward instead of recomputing them: faster, far more RAM.",
+)
+@click.option(
     "-o", "--output", required=True, help="Where to write the statistics (.pt); a .png heat map beside."
 )
 def fisher(**kw) -> None:

@@ -163,15 +163,26 @@ def compute_vggt_fisher(
     metadata: dict[str, Any],
     *,
     progress: bool = True,
+    recompute_blocks: bool = True,
 ) -> FisherStats:
-    """FGQ's diagonal Fisher [T, 2*depth, C] of the aggregator blocks for the model's task outputs."""
+    """FGQ's diagonal Fisher [T, 2*depth, C] of the aggregator blocks for the model's task outputs.
+
+    `recompute_blocks` (default) recomputes each block in the backward instead of keeping its
+    activations: on VGGT-1B this is what makes the Fisher fit beside the model in RAM.
+    """
     missing = [t for t in tasks if getattr(model, f"{TASK_HEADS[t]}_head", None) is None]
     if missing:
         raise UserError(f"the model has no head for task(s) {', '.join(missing)}")
     blocks = aggregator_blocks(model)
     losses = {t: (lambda out, key=TASK_OUTPUTS[t]: out[key]) for t in tasks}
     stats = compute_block_fisher(
-        model, [path for _, path in blocks], losses, samples, progress=progress, metadata=metadata
+        model,
+        [path for _, path in blocks],
+        losses,
+        samples,
+        progress=progress,
+        metadata=metadata,
+        recompute_blocks=recompute_blocks,
     )
     stats.block_names = [label for label, _ in blocks]
     return stats
@@ -280,6 +291,7 @@ def fisher_command(
     calib_samples: int,
     no_rotation: bool,
     output: str,
+    keep_activations: bool = False,
 ) -> tuple[FisherStats, str]:
     """`vggt-et fisher`: statistics file, heat map PNG beside it; returns the stats and a summary table."""
     from vggt_et.io_utils import check_writable, format_table
@@ -315,7 +327,7 @@ def fisher_command(
         weights=weights_description(checkpoint, random_weights, seed),
         calib_data=calib_data,
     )
-    stats = compute_vggt_fisher(model, samples, chosen, metadata)
+    stats = compute_vggt_fisher(model, samples, chosen, metadata, recompute_blocks=not keep_activations)
     stats.save(output)
     png = heatmap_path(output)
     plot_fisher_heatmap(stats, png)
