@@ -50,13 +50,25 @@ def read_json(path: str | Path) -> dict:
 
 
 def time_calls(fn: Callable[[], object], iters: int, warmup: int = 1) -> dict[str, float]:
-    """Wall-clock milliseconds of `iters` calls after `warmup` untimed ones."""
+    """Wall-clock milliseconds of `iters` calls after `warmup` untimed ones: min, median, max."""
+    return time_interleaved({"call": fn}, iters, warmup)["call"]
+
+
+def time_interleaved(
+    calls: dict[str, Callable[[], object]], iters: int, warmup: int = 1
+) -> dict[str, dict[str, float]]:
+    """Like `time_calls` for several programs, one call of each per round, so that a slow spell of the
+    machine (another tenant, clock changes) falls on all of them and not on whichever ran then."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in calls.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    arr = np.array(times)
-    return {"min": float(arr.min()), "median": float(np.median(arr)), "max": float(arr.max())}
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {
+        name: {"min": float(np.min(t)), "median": float(np.median(t)), "max": float(np.max(t))}
+        for name, t in times.items()
+    }
