@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -16,8 +17,6 @@ import numpy as np
 
 def machine() -> str:
     """Where the figures were taken, printed beside every table."""
-    import os
-
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -38,11 +37,19 @@ def add_shape_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=518)
 
 
-def run_cli(args: list[str]) -> None:
-    """`vggt-et ARGS` in a fresh process, so its peak RSS is its own; stderr streams through for progress."""
-    cmd = [sys.executable, "-m", "vggt_et.cli", *args]
+def run_cli(args: list[str]) -> tuple[float, int]:
+    """`vggt-et ARGS` in a fresh process, so its peak RSS is its own; stderr streams through for progress.
+
+    Returns (wall seconds, the process's peak RSS in bytes, as the kernel reports it when reaped).
+    """
     print("$ vggt-et " + " ".join(args), file=sys.stderr, flush=True)
-    subprocess.run(cmd, check=True, stdout=sys.stderr)
+    start = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-m", "vggt_et.cli", *args], stdout=sys.stderr)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must be told
+    if child.returncode != 0:
+        raise subprocess.CalledProcessError(child.returncode, child.args)
+    return time.perf_counter() - start, usage.ru_maxrss * 1024  # Linux reports KiB
 
 
 def read_json(path: str | Path) -> dict:

@@ -11,14 +11,10 @@ both side by side with their ratios and the largest relative difference between 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _common import add_shape_args, machine
+from _common import add_shape_args, machine, run_cli
 from vggt_et.io_utils import format_table, write_json
 from vggt_et.quantizers.fisher import FisherStats
 
@@ -29,16 +25,7 @@ def run_fisher(args: argparse.Namespace, extra: list[str], output: Path) -> tupl
     """(wall seconds, peak RSS bytes) of one `vggt-et fisher` run."""
     shape = ["--frames", str(args.frames), "--height", str(args.height), "--width", str(args.width)]
     cli = ["fisher", "--preset", args.preset, "--random-weights", *shape, "--tasks", args.tasks]
-    cli += ["--calib-samples", str(args.samples), *extra, "-o", str(output)]
-    print("$ vggt-et " + " ".join(cli), file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "vggt_et.cli", *cli], stdout=sys.stderr)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise SystemExit(f"vggt-et fisher {' '.join(extra)} failed with exit code {child.returncode}")
-    return seconds, usage.ru_maxrss * 1024  # Linux reports KiB
+    return run_cli([*cli, "--calib-samples", str(args.samples), *extra, "-o", str(output)])
 
 
 def main() -> None:

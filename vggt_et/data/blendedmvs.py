@@ -119,13 +119,19 @@ def list_scenes(root: str | os.PathLike, names: list[str] | None = None) -> list
     return [open_scene(root, name) for name in names]
 
 
+SYNTHETIC_SCENE_PREFIX = "synthetic_"  # vggt_et.data.synthetic names its scenes so
+
+
 def calibration_scenes(root: str | os.PathLike) -> list[BlendedMVSScene]:
-    """The default calibration scenes present under `root`; all scenes (with a warning) if none is."""
+    """The default calibration scenes present under `root`; all scenes if none is, with a warning unless
+    they are all our synthetic ones (which never hold the defaults, and say so where they are made)."""
     root = _check_root(root)
     present = [name for name in DEFAULT_CALIBRATION_SCENES if _is_scene_dir(root / name)]
     if present:
         return list_scenes(root, present)
     scenes = list_scenes(root)
+    if all(scene.name.startswith(SYNTHETIC_SCENE_PREFIX) for scene in scenes):
+        return scenes
     logger.warning(
         "%s holds none of the %d default calibration scenes; using all %d scenes found",
         root,

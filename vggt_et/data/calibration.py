@@ -7,14 +7,7 @@ import os
 import tempfile
 
 from vggt_et.cleanup import temporary
-from vggt_et.data.blendedmvs import (
-    BlendedMVSScene,
-    ViewGroup,
-    calibration_scenes,
-    list_scenes,
-    load_group,
-    sample_view_groups,
-)
+from vggt_et.data.blendedmvs import ViewGroup, calibration_scenes, load_group, sample_view_groups
 from vggt_et.data.synthetic import write_synthetic_dataset
 
 logger = logging.getLogger(__name__)
@@ -44,15 +37,14 @@ def calibration_groups(
             logger.warning(
                 "no calibration data given: using %d synthetic scenes (%dx%d)", n_scenes, height, width
             )
-            scenes = list_scenes(tmp)  # ours, so not the default-scene check and its warning
-            return _groups_from(scenes, frames, height, width, n_groups, strategy, mode, seed, with_depth)
-    scenes = calibration_scenes(root)
-    return _groups_from(scenes, frames, height, width, n_groups, strategy, mode, seed, with_depth)
+            return _groups_from_root(tmp, frames, height, width, n_groups, strategy, mode, seed, with_depth)
+    return _groups_from_root(root, frames, height, width, n_groups, strategy, mode, seed, with_depth)
 
 
-def _groups_from(
-    scenes: list[BlendedMVSScene], frames, height, width, n_groups, strategy, mode, seed, with_depth
+def _groups_from_root(
+    root, frames, height, width, n_groups, strategy, mode, seed, with_depth
 ) -> list[ViewGroup]:
+    scenes = calibration_scenes(root)
     counts = [n_groups // len(scenes) + (i < n_groups % len(scenes)) for i in range(len(scenes))]
     groups = []
     for index, (scene, count) in enumerate(zip(scenes, counts, strict=True)):

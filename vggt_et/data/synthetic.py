@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from vggt_et.data.atomic import atomic_output_path
+from vggt_et.data.blendedmvs import SYNTHETIC_SCENE_PREFIX
 from vggt_et.data.cams import CamFile, write_cam_txt, write_pair_txt
 from vggt_et.data.pfm import write_pfm
 
@@ -260,7 +261,7 @@ def write_synthetic_dataset(
     """
     names = []
     for index in range(n_scenes):
-        name = f"synthetic_{seed}_{index:02d}"
+        name = f"{SYNTHETIC_SCENE_PREFIX}{seed}_{index:02d}"
         write_scene(Path(root) / name, [seed, index], n_views, height, width)
         names.append(name)
     return names
