@@ -33,6 +33,20 @@ def _time_pte(pte: Path, images: np.ndarray, iters: int) -> dict:
     return time_calls(lambda: program.run([images]), iters)
 
 
+def _time_eager(preset: str, outputs: str, images: np.ndarray, iters: int) -> dict:
+    """Our eager model on the same inputs; built and freed here, so it never sits beside another model."""
+    from vggt_et.compile import OUTPUT_HEADS
+    from vggt_et.export import VGGTProgram, parse_outputs
+    from vggt_et.model.loading import load_model
+
+    groups = parse_outputs(outputs)
+    heads = sorted({OUTPUT_HEADS[g] for g in groups})
+    eager = VGGTProgram(load_model(preset, random_weights=True, heads=heads), groups).eval()
+    x = torch.from_numpy(images)
+    with torch.no_grad():
+        return time_calls(lambda: eager(x), iters)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -68,11 +82,15 @@ def main() -> None:
                 str(report_path),
             ]
         )
+    # Every conversion runs before this process loads any model: litert-torch's child peaks at 20 GiB on
+    # VGGT-1B, and the eager model held here beside it was enough for the OOM killer on a 24 GiB machine.
+    tfl = work / f"{args.preset}.tflite"
+    if args.tflite and not tfl.exists():
+        run_cli(
+            ["compile", *common, "--backend", "tflite", "-o", str(tfl), "--report", str(work / "tflite.json")]
+        )
     report = read_json(report_path)
 
-    from vggt_et.compile import OUTPUT_HEADS
-    from vggt_et.export import VGGTProgram, parse_outputs
-    from vggt_et.model.loading import load_model
     from vggt_et.runtime.program import set_threads
 
     torch.set_num_threads(args.threads)
@@ -81,30 +99,11 @@ def main() -> None:
     print(f"timing the .pte ({args.iters} iterations) ...", file=sys.stderr, flush=True)
     pte_ms = _time_pte(pte, images, args.iters)
 
-    groups = parse_outputs(args.outputs)
-    heads = sorted({OUTPUT_HEADS[g] for g in groups})
-    eager = VGGTProgram(load_model(args.preset, random_weights=True, heads=heads), groups).eval()
-    x = torch.from_numpy(images)
     print(f"timing eager ({args.iters} iterations) ...", file=sys.stderr, flush=True)
-    with torch.no_grad():
-        eager_ms = time_calls(lambda: eager(x), args.iters)
+    eager_ms = _time_eager(args.preset, args.outputs, images, args.iters)
 
     tflite_ms = None
     if args.tflite:
-        tfl = work / f"{args.preset}.tflite"
-        if not tfl.exists():
-            run_cli(
-                [
-                    "compile",
-                    *common,
-                    "--backend",
-                    "tflite",
-                    "-o",
-                    str(tfl),
-                    "--report",
-                    str(work / "tflite.json"),
-                ]
-            )
         from vggt_et.tflite import TfliteProgram
 
         interpreter = TfliteProgram(str(tfl))  # loaded and allocated once, like the .pte

@@ -64,6 +64,20 @@ def compile_patterns(patterns: Sequence[str] | str) -> Callable[[str], bool]:
     return matches
 
 
+def unmatched_patterns(patterns: Sequence[str], paths: Iterable[str]) -> list[str]:
+    """The patterns that match none of `paths` (a typo in a keep-float list would otherwise pass silently)."""
+    paths = list(paths)
+    return [p for p in patterns if not any(map(compile_patterns(p), paths))]
+
+
+def near_paths(pattern: str, paths: Sequence[str], count: int = 3) -> list[str]:
+    """Layer paths that look like `pattern` (for "did you mean" hints), closest first."""
+    import difflib
+
+    text = pattern.removeprefix(REGEX_PREFIX)
+    return difflib.get_close_matches(text, list(paths), n=count, cutoff=0.4)
+
+
 def _path_and_ancestors(path: str) -> list[str]:
     parts = path.split(".")
     return [".".join(parts[: i + 1]) for i in range(len(parts))]

@@ -6,8 +6,10 @@ must match what the program was exported for) and reports problems as one-line `
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,41 @@ _SCALAR_TYPES: dict[int, np.dtype] = {
     7: np.dtype(np.float64),
     11: np.dtype(np.bool_),
 }
+
+
+# ExecuTorch's runtime Error codes (runtime/core/error.h): its Python errors print only the number.
+_ERROR_NAMES: dict[int, str] = {
+    0x01: "Internal",
+    0x02: "InvalidState",
+    0x03: "EndOfMethod",
+    0x04: "AlreadyLoaded",
+    0x10: "NotSupported",
+    0x11: "NotImplemented",
+    0x12: "InvalidArgument",
+    0x13: "InvalidType",
+    0x14: "OperatorMissing",
+    0x15: "RegistrationExceedingMaxKernels",
+    0x16: "RegistrationAlreadyRegistered",
+    0x20: "NotFound",
+    0x21: "MemoryAllocationFailed",
+    0x22: "AccessFailed",
+    0x23: "InvalidProgram",
+    0x24: "InvalidExternalData",
+    0x25: "OutOfResources",
+    0x30: "DelegateInvalidCompatibility",
+    0x31: "DelegateMemoryAllocationFailed",
+    0x32: "DelegateInvalidHandle",
+}
+
+
+def name_error_codes(message: str) -> str:
+    """'error: 0x:23' → 'error: InvalidProgram (0x23)'."""
+
+    def named(match: re.Match) -> str:
+        code = int(match.group(1), 16)
+        return f"{_ERROR_NAMES.get(code, 'unknown error')} (0x{code:02x})"
+
+    return re.sub(r"0x:?([0-9a-fA-F]+)", named, message)
 
 
 class ProgramError(ValueError):
@@ -63,15 +100,50 @@ def set_threads(threads: int) -> int:
         raise ProgramError(
             "this executorch build cannot resize its thread pool (_unsafe_reset_threadpool missing)"
         )
-    reset(threads)
+    with native_stderr_captured():
+        reset(threads)
     return thread_count()
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[list[str]]:
+    """Collect what C++ code prints straight to file descriptor 2 for the duration, instead of showing it.
+
+    ExecuTorch's thread pool logs five lines of CPU probing when first created ("Failed to open midr file
+    ..."), and its loader logs its own reason before raising; neither may break the CLI's one-line error
+    contract. The yielded list receives the captured lines on exit, so a caller can fold the loader's
+    reason into its own one-line message."""
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    lines: list[str] = []
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines += capture.read().decode(errors="replace").splitlines()
+
+
+def _native_reason(lines: list[str]) -> str:
+    """The last native log line without its '[file.cpp:123] ' prefix, or ''."""
+    for line in reversed(lines):
+        if line.strip():
+            return re.sub(r"^\[[^\]]*\]\s*", "", line.strip())
+    return ""
 
 
 def thread_count() -> int:
     """Threads in ExecuTorch's shared pool (what a freshly loaded method will use)."""
     from executorch.extension.pybindings import _C
 
-    return int(_C._threadpool_get_thread_count())
+    with native_stderr_captured():  # the first call creates the pool
+        return int(_C._threadpool_get_thread_count())
 
 
 class PteProgram:
@@ -93,13 +165,15 @@ class PteProgram:
         if threads is not None:
             set_threads(threads)
         try:
-            self._program = Runtime.get().load_program(
-                self.path, enable_etdump=enable_etdump, debug_buffer_size=0
-            )
+            with native_stderr_captured() as native:
+                self._program = Runtime.get().load_program(
+                    self.path, enable_etdump=enable_etdump, debug_buffer_size=0
+                )
         except RuntimeError as error:
+            reason = _native_reason(native)
             raise ProgramError(
-                f"cannot load program '{self.path}': {error}; the file is truncated or not a "
-                ".pte, re-export it"
+                f"cannot load program '{self.path}': {name_error_codes(str(error))}"
+                f"{f' ({reason})' if reason else ''}; the file is truncated or not a .pte, re-export it"
             ) from None
         names = list(self._program.method_names)
         if method not in names:
@@ -107,7 +181,9 @@ class PteProgram:
         try:
             self._method = self._program.load_method(method)
         except RuntimeError as error:
-            raise ProgramError(f"cannot load method '{method}' of '{self.path}': {error}") from None
+            raise ProgramError(
+                f"cannot load method '{method}' of '{self.path}': {name_error_codes(str(error))}"
+            ) from None
         meta = self._method.metadata
         self.method = method
         self.threads = thread_count()

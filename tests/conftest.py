@@ -53,3 +53,39 @@ def toy():
     from vggt_et.runtime.toy import cached_toy_pte
 
     return cached_toy_pte("fp32")
+
+
+TINY_SHAPE = {"frames": 2, "height": 28, "width": 42}
+
+
+def _compile_tiny(folder: Path, name: str, outputs: tuple[str, ...]) -> Path:
+    from vggt_et.compile import CompileOptions, compile_model
+
+    out = folder / f"{name}.pte"
+    compile_model(
+        CompileOptions(preset="tiny", random_weights=True, output=str(out), outputs=outputs, **TINY_SHAPE),
+        quiet=True,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_depth_pte(tmp_path_factory) -> Path:
+    """`tiny` (random weights, seed 0), 2 frames at 28x42, depth only: the program CLI tests run."""
+    return _compile_tiny(tmp_path_factory.mktemp("tiny_depth"), "tiny_depth", ("depth",))
+
+
+@pytest.fixture(scope="session")
+def tiny_points_pte(tmp_path_factory) -> Path:
+    """The same model with depth, points and camera outputs."""
+    return _compile_tiny(tmp_path_factory.mktemp("tiny_points"), "tiny_points", ("depth", "points", "camera"))
+
+
+@pytest.fixture(scope="session")
+def vggt_et_cli() -> list[str]:
+    """The installed console script, as a user runs it (signal handling and error folding included)."""
+    import shutil
+    import sys
+
+    script = shutil.which("vggt-et")
+    return [script] if script else [sys.executable, "-m", "vggt_et.cli"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from vggt_et.compile import OUTPUT_HEADS
-from vggt_et.errors import UserError
 from vggt_et.export import ProgramShape, export_program, parse_outputs
 from vggt_et.stages import StageClock
 
@@ -21,16 +20,15 @@ def audit_model(
     width: int,
     outputs: str,
 ) -> tuple[dict[str, Any], str]:
-    from vggt_et.model.loading import load_model
+    from vggt_et.model.loading import check_model_source, load_model
     from vggt_et.model.presets import get_preset
     from vggt_et.passes import audit_program, format_audit
 
     shape = ProgramShape(frames, height, width, get_preset(preset).patch_size)
     groups = parse_outputs(outputs)
-    if (checkpoint is None) == (not random_weights):
-        raise UserError("give either --checkpoint FILE or --random-weights")
-    clock = StageClock()
     heads = sorted({OUTPUT_HEADS[g] for g in groups})
+    check_model_source(preset, checkpoint, random_weights, heads)
+    clock = StageClock()
     with clock.stage("load", preset):
         model = load_model(preset, checkpoint, random_weights=random_weights, seed=seed, heads=heads)
     with clock.stage("export", f"{frames} frames {height}x{width}"):

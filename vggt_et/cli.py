@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,14 +13,47 @@ from vggt_et.errors import UserError
 
 
 class _Commands(click.Group):
-    """Turns UserError into one line on stderr and exit code 2, never a traceback."""
+    """Every failure the user can cause is one line on stderr and exit code 2, never a traceback.
+
+    UserError comes from our checks; click's usage errors (unknown flag, missing option) are folded to one
+    line too; an OSError that names a file (disk full, read-only file system) is the environment's, not a
+    bug. Anything else is a bug: one line, exit 1, and VGGT_ET_DEBUG=1 shows the traceback.
+    """
+
+    def main(self, *args, **kwargs):  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except UserError as exc:
+            _fail(str(exc), 2)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "vggt-et"
+            _fail(f"{exc.format_message().rstrip('.')} (see '{where} --help')", 2, where)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            _fail("aborted", 1)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
-        except UserError as exc:
-            click.echo(f"vggt-et: error: {exc}", err=True)
-            sys.exit(2)
+        except (UserError, click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except OSError as exc:
+            if exc.filename is None or os.environ.get("VGGT_ET_DEBUG"):
+                raise
+            _fail(f"{exc.filename}: {exc.strerror or exc}", 2)
+        except Exception as exc:
+            if os.environ.get("VGGT_ET_DEBUG"):
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            _fail(f"internal error: {type(exc).__name__}: {first} (VGGT_ET_DEBUG=1 shows the traceback)", 1)
+
+
+def _fail(message: str, code: int, where: str = "vggt-et") -> None:
+    click.echo(f"{where}: error: {' '.join(message.split())}", err=True)
+    sys.exit(code)
 
 
 @click.group(cls=_Commands)
@@ -66,6 +100,7 @@ def _quiet_third_party() -> None:
     import warnings
 
     logging.getLogger("torchao").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*is an Enum subclass.*")
 
@@ -96,19 +131,25 @@ def info(preset: str | None, as_json: bool) -> None:
         click.echo(format_table(["part", "params", "share"], rows) + "\n")
 
 
-def _model_options(f):
+def _model_options(f=None, *, preset_default: str | None = "vggt-1b"):
     """--preset/--checkpoint/--random-weights/--seed, shared by every command that builds the model."""
-    f = click.option("--seed", default=0, show_default=True, help="Seed for --random-weights.")(f)
-    f = click.option("--random-weights", is_flag=True, help="Seeded random weights (no checkpoint needed).")(
-        f
-    )
-    f = click.option("--checkpoint", type=str, default=None, help="model.safetensors or official model.pt.")(
-        f
-    )
-    f = click.option(
-        "--preset", default="vggt-1b", show_default=True, help="Model preset (see `vggt-et info`)."
-    )(f)
-    return f
+
+    def decorate(f):
+        f = click.option("--seed", default=0, show_default=True, help="Seed for --random-weights.")(f)
+        f = click.option(
+            "--random-weights", is_flag=True, help="Seeded random weights (no checkpoint needed)."
+        )(f)
+        f = click.option(
+            "--checkpoint", type=str, default=None, help="model.safetensors or official model.pt."
+        )(f)
+        help_text = "Model preset (see `vggt-et info`)" + (
+            "." if preset_default else "; default: the one the program was compiled from."
+        )
+        return click.option(
+            "--preset", default=preset_default, show_default=preset_default is not None, help=help_text
+        )(f)
+
+    return decorate(f) if f is not None else decorate
 
 
 def _shape_options(f):
@@ -137,7 +178,12 @@ def _shape_options(f):
 @click.option(
     "--calib-data", default=None, help="BlendedMVS-layout folder for calibration (default: synthetic scenes)."
 )
-@click.option("--calib-samples", default=8, show_default=True, help="Calibration view groups.")
+@click.option(
+    "--calib-samples",
+    type=int,
+    default=None,
+    help="Calibration view groups (int8/w4/w4-fisher) [default: 8].",
+)
 @click.option(
     "--fisher", default=None, help="Fisher statistics from `vggt-et fisher` (for --quant w4-fisher)."
 )
@@ -168,7 +214,7 @@ def _shape_options(f):
 @click.option("--no-rotation", is_flag=True, help="w4-fisher: skip the Hadamard rotation of the stream.")
 @click.option("--no-mixed-precision", is_flag=True, help="w4-fisher: every aggregator linear in 4 bit.")
 @click.option("--no-fisher-clip", is_flag=True, help="w4-fisher: skip Fisher-weighted weight clipping.")
-@click.option("--soc", default="SM8650", show_default=True, help="Qualcomm SoC for --backend qnn.")
+@click.option("--soc", default=None, help="Qualcomm SoC for --backend qnn [default: SM8650].")
 @click.option("-o", "--output", required=True, help="Where to write the .pte.")
 @click.option("--report", default=None, help="Compile report JSON (default: OUTPUT with .json).")
 @click.option("--etrecord", default=None, help="Also write an ETRecord for ExecuTorch's Inspector.")
@@ -180,7 +226,14 @@ def compile(**kw) -> None:  # noqa: A001 - the command's name
     from vggt_et.compile import CompileOptions, compile_model
     from vggt_et.io_utils import format_table
 
-    report_path = kw.pop("report") or str(Path(kw["output"]).with_suffix(".json"))
+    report_path = kw.pop("report")
+    if report_path is None:
+        report_path = str(Path(kw["output"]).with_suffix(".json"))
+        if Path(report_path) == Path(kw["output"]):
+            raise UserError(
+                f"-o {kw['output']}: the report would replace the program (its default path is OUTPUT with "
+                ".json); name the program .pte or pass --report"
+            )
     quant_flags = {
         k: kw.pop(k)
         for k in (
@@ -250,8 +303,12 @@ def audit(
     preset, checkpoint, random_weights, seed, backend, frames, height, width, outputs, json_path
 ) -> None:
     """Per-op coverage of the backend before and after our passes, and delegate segments."""
+    from vggt_et import checks
     from vggt_et.audit import audit_model
 
+    if json_path:
+        checks.output_file(json_path, "--json")
+        checks.distinct_paths({"--json": json_path}, {"--checkpoint": checkpoint})
     report, text = audit_model(
         preset, checkpoint, random_weights, seed, backend, frames, height, width, outputs
     )
@@ -262,44 +319,113 @@ def audit(
         write_json(json_path, report)
 
 
-@main.command()
+def expand_variadic(args: list[str], flag: str) -> list[str]:
+    """`FLAG a b c` → `FLAG a FLAG b FLAG c`: every value after FLAG up to the next option belongs to it
+    (click options take one value each; the README documents `--images a.jpg b.jpg`)."""
+    expanded: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg != flag:
+            expanded.append(arg)
+            continue
+        values = []
+        while i < len(args) and not (args[i].startswith("-") and args[i] != "-"):
+            values.append(args[i])
+            i += 1
+        if not values:
+            expanded.append(flag)  # click then says the option needs a value
+        for value in values:
+            expanded += [flag, value]
+    return expanded
+
+
+class _VariadicImages(click.Command):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, expand_variadic(args, "--images"))
+
+
+@main.command(cls=_VariadicImages)
 @click.argument("model", type=str)
-@click.option("--images", multiple=True, help="One image per frame (default: a synthetic scene).")
+@click.option(
+    "--images", multiple=True, help="One image per frame: --images a.jpg b.jpg (default: a synthetic scene)."
+)
 @click.option(
     "--intrinsics", default=None, help="fx,fy,cx,cy at the compiled resolution (for depth-only programs)."
 )
 @click.option("-o", "--out-dir", default="vggt_out", show_default=True)
 @click.option("--threads", default=None, type=int)
 def run(model, images, intrinsics, out_dir, threads) -> None:
-    """Run a .pte on images: depth .npy + colour PNG per frame, points.ply."""
-    from vggt_et import inference
+    """Run a .pte on images: depth .npy + colour PNG per frame, points.ply.
 
+    The output folder belongs to vggt-et: a re-run replaces the previous run's files; a folder holding
+    other files is refused."""
+    from vggt_et import checks, inference
+    from vggt_et.output_folder import claim_output_folder
+
+    checks.input_file(model, "MODEL", ".pte program")
+    for image in images:
+        checks.input_file(image, "--images", "image file")
+    if threads is not None:
+        checks.positive_int(threads, "--threads")
+    checks.output_folder(out_dir, "-o")
     info = inference.program_info(model)
+    if images and len(images) != info.frames:
+        raise UserError(f"this program was compiled for {info.frames} frames, got {len(images)} images")
+    K = inference.parse_intrinsics(intrinsics, info.frames) if intrinsics else None
+    planned = inference.planned_output_names(info, K is not None)
+    folder = claim_output_folder(out_dir, "-o", "run", planned)
+    checks.distinct_paths(
+        {name: folder.path / name for name in planned}, {"MODEL": model, "--images": images}
+    )
     if images:
         arrays = inference.load_images(list(images), info)
     else:
-        click.echo("no --images given: using a synthetic scene", err=True)
+        click.echo("no --images given: running on a synthetic scene", err=True)
         arrays, _ = inference.synthetic_images(info)
-    K = inference.parse_intrinsics(intrinsics, info.frames) if intrinsics else None
     outputs = inference.run_program(model, arrays, threads=threads)
-    written = inference.write_outputs(outputs, arrays, info, Path(out_dir), K)
+    written = inference.write_outputs(outputs, arrays, info, folder.path, K)
+    folder.finish(written)
     click.echo(f"wrote {len(written)} files to {out_dir}: " + ", ".join(p.name for p in written[:8]))
 
 
 @main.command()
 @click.argument("model", type=str)
-@_model_options
+@_model_options(preset_default=None)
 @click.option("--against", default="eager", show_default=True, help="eager, or a .tflite file.")
 @click.option("--calib-data", default=None, help="BlendedMVS-layout folder (default: a synthetic scene).")
 @click.option("--json", "json_path", default=None)
 def compare(model, preset, checkpoint, random_weights, seed, against, calib_data, json_path) -> None:
     """Run the .pte and a reference on the same scene; print relative L2, max error, AbsRel, δ<1.25."""
-    from vggt_et import evaluate
+    from vggt_et import checks, evaluate
     from vggt_et.inference import program_info
     from vggt_et.io_utils import format_table, write_json
     from vggt_et.model.loading import load_model
 
+    checks.input_file(model, "MODEL", ".pte program")
+    if against == "eager":
+        checks.model_source(checkpoint, random_weights)
+    else:
+        evaluate.check_tflite_reference(against)
+        if checkpoint is not None or random_weights:
+            raise UserError(
+                f"--against {against} compares with a .tflite file: drop --checkpoint/--random-weights"
+            )
+    if calib_data is not None:
+        checks.input_folder(calib_data, "--calib-data", "BlendedMVS-layout folder")
+    if json_path:
+        checks.output_file(json_path, "--json")
+        checks.distinct_paths(
+            {"--json": json_path},
+            {
+                "MODEL": model,
+                "--checkpoint": checkpoint,
+                "--against": None if against == "eager" else against,
+            },
+        )
     info = program_info(model)
+    preset = preset or info.preset
     evaluate.check_shape_matches(info, preset)
     eager = (
         load_model(preset, checkpoint, random_weights=random_weights, seed=seed)
@@ -332,8 +458,15 @@ def compare(model, preset, checkpoint, random_weights, seed, against, calib_data
 @click.option("--json", "json_path", default=None)
 def bench(model, host, adb_serial, runner, iters, threads, json_path) -> None:
     """Benchmark a .pte with the C++ runner, locally or over adb; outputs checked against Python."""
+    from vggt_et import checks
     from vggt_et.runtime import bench as bench_module
 
+    checks.input_file(model, "MODEL", ".pte program")
+    if runner is not None:
+        checks.input_file(runner, "--runner", "runner binary")
+    if json_path:
+        checks.output_file(json_path, "--json")
+        checks.distinct_paths({"--json": json_path}, {"MODEL": model, "--runner": runner})
     try:
         bench_module.bench_command(
             model, host, adb_serial, runner, iters, threads, json_path, echo=click.echo

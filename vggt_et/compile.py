@@ -18,12 +18,20 @@ import torch
 
 from vggt_et.errors import UserError
 from vggt_et.export import ProgramShape, example_images, export_program, output_names, parse_outputs
-from vggt_et.io_utils import atomic_write, check_writable, write_json
+from vggt_et.io_utils import atomic_write, write_json
 from vggt_et.lean_lowering import lean_lowering
-from vggt_et.lowering import lower, require_qnn_sdk, to_executorch
-from vggt_et.quantize import int8_dynamic, keep_float_patterns, w4_group_size
+from vggt_et.lowering import BACKENDS, lower, require_qnn_sdk, to_executorch
+from vggt_et.quantize import (
+    check_calibration_data,
+    int8_dynamic,
+    keep_float_patterns,
+    w4_group_size,
+    warn_unmatched_keep_float,
+)
 from vggt_et.stages import StageClock, peak_rss_bytes
 
+DEFAULT_CALIB_SAMPLES = 8
+DEFAULT_SOC = "SM8650"
 QUANT_SCHEMES = ("fp32", "fp16", "int8", "w4", "w4-fisher")
 OUTPUT_HEADS = {"depth": "depth", "points": "point", "camera": "camera"}
 
@@ -42,12 +50,21 @@ class CompileOptions:
     outputs: Sequence[str] = ("depth",)
     output: str = "model.pte"
     report: str | None = None
-    soc: str = "SM8650"
+    soc: str | None = None  # --backend qnn: the Qualcomm SoC (default SM8650)
     calib_data: str | None = None
-    calib_samples: int = 8
+    calib_samples: int | None = None  # None: DEFAULT_CALIB_SAMPLES
     etrecord: str | None = None
     stop_before_lowering: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def calibration_count(self) -> int:
+        """--calib-samples as given, or the default."""
+        return DEFAULT_CALIB_SAMPLES if self.calib_samples is None else self.calib_samples
+
+    @property
+    def qnn_soc(self) -> str:
+        return self.soc or DEFAULT_SOC
 
 
 def versions() -> dict[str, str]:
@@ -62,35 +79,101 @@ def versions() -> dict[str, str]:
     return found
 
 
+CALIBRATED_SCHEMES = ("int8", "w4", "w4-fisher")
+TFLITE_RAM_PER_WEIGHT_BYTE = 5.7  # litert-torch's conversion peak over the fp32 weights (VGGT-1B: 20.0 GiB)
+
+
+def _refuse_unused_flags(options: CompileOptions) -> None:
+    """One rule for flags the chosen scheme or backend would not use: they are refused, never ignored."""
+    if options.quant not in CALIBRATED_SCHEMES:
+        given = [
+            f
+            for f, v in (("--calib-data", options.calib_data), ("--calib-samples", options.calib_samples))
+            if v is not None
+        ]
+        if given:
+            raise UserError(
+                f"{' and '.join(given)} {'only apply' if len(given) > 1 else 'only applies'} to calibrated schemes (--quant int8, w4, w4-fisher), "
+                f"not --quant {options.quant}; drop {'them' if len(given) > 1 else 'it'}"
+            )
+    if options.soc is not None and options.backend != "qnn":
+        raise UserError(f"--soc {options.soc} only applies to --backend qnn, not {options.backend}; drop it")
+    if options.etrecord and (options.stop_before_lowering or options.backend == "tflite"):
+        reason = "--stop-before-lowering" if options.stop_before_lowering else "--backend tflite"
+        raise UserError(f"--etrecord needs an ExecuTorch lowering, which {reason} skips; drop --etrecord")
+
+
+def _check_paths(options: CompileOptions) -> None:
+    from vggt_et import checks
+
+    checks.output_file(options.output, "-o")
+    if options.report:
+        checks.output_file(options.report, "--report")
+    if options.etrecord:
+        checks.output_file(options.etrecord, "--etrecord")
+    fisher = options.extra.get("fisher")
+    if fisher is not None:
+        checks.input_file(fisher, "--fisher", "statistics file from `vggt-et fisher`")
+    check_calibration_data(options.calib_data, options.calibration_count)
+    checks.distinct_paths(
+        {"-o": options.output, "--report": options.report, "--etrecord": options.etrecord},
+        {"--checkpoint": options.checkpoint, "--fisher": fisher},
+    )
+
+
+def _check_tflite_memory(options: CompileOptions, heads: Sequence[str]) -> None:
+    """litert-torch holds several copies of the weights while converting; say so before it starts."""
+    from vggt_et.model.loading import build_model
+    from vggt_et.stages import available_memory_bytes
+
+    params = sum(p.numel() for p in build_model(options.preset, heads=heads, device="meta").parameters())
+    needed = TFLITE_RAM_PER_WEIGHT_BYTE * 4 * params
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        raise UserError(
+            f"--backend tflite on {options.preset} needs about {needed / 2**30:.1f} GiB of RAM for the "
+            f"conversion ({TFLITE_RAM_PER_WEIGHT_BYTE}x the fp32 weights) and {available / 2**30:.1f} GiB "
+            "is available; free memory or convert on a larger machine"
+        )
+
+
 def validate(options: CompileOptions) -> tuple[ProgramShape, tuple[str, ...]]:
-    """All user errors, before any heavy work."""
+    """All user errors, before any heavy work, in one place."""
     from vggt_et.model.presets import get_preset
 
     config = get_preset(options.preset)
     shape = ProgramShape(options.frames, options.height, options.width, config.patch_size)
     outputs = parse_outputs(options.outputs)
-    if options.backend not in ("xnnpack", "qnn", "portable", "tflite"):
-        raise UserError(f"unknown backend {options.backend!r}; choose xnnpack, qnn, portable or tflite")
+    if options.backend not in BACKENDS:
+        raise UserError(f"unknown backend {options.backend!r}; choose {', '.join(BACKENDS)}")
     if options.quant not in QUANT_SCHEMES:
         raise UserError(f"unknown --quant {options.quant!r}; choose one of {', '.join(QUANT_SCHEMES)}")
-    if (options.checkpoint is None) == (not options.random_weights):
-        raise UserError("give either --checkpoint FILE or --random-weights")
-    if options.checkpoint is not None and not Path(options.checkpoint).is_file():
-        raise UserError(f"checkpoint {options.checkpoint} not found")
-    check_writable(options.output)
-    if options.report:
-        check_writable(options.report)
+    _refuse_unused_flags(options)
+    _check_paths(options)
+    from vggt_et.model.loading import check_model_source
+
+    heads = sorted({OUTPUT_HEADS[o] for o in outputs})
+    check_model_source(options.preset, options.checkpoint, options.random_weights, heads)
+    if options.quant in ("int8", "w4"):
+        from vggt_et.quantizers.recipes import UnsupportedRecipeError, recipe_for
+
+        try:
+            recipe_for("xnnpack" if options.backend == "portable" else options.backend, options.quant)
+        except UnsupportedRecipeError as exc:
+            raise UserError(str(exc)) from None
     if options.backend == "qnn" and not options.stop_before_lowering:
         require_qnn_sdk()
     if options.backend == "tflite":
         from vggt_et.tflite import require_litert
 
         require_litert()
+        _check_tflite_memory(options, heads)
     from vggt_et.w4_fisher import validate_w4_fisher
 
     validate_w4_fisher(options, shape, outputs)
     w4_group_size(options)
     keep_float_patterns(options)
+    warn_unmatched_keep_float(options, outputs)
     int8_dynamic(options)
     return shape, outputs
 
@@ -119,7 +202,7 @@ def compile_model(options: CompileOptions, *, quiet: bool = False) -> dict[str, 
         "input_shape": list(shape.program_input_shape(batch_dim=options.backend != "qnn")),
         "input_names": ["images"],
         "outputs": output_names(outputs),
-        "soc": options.soc if options.backend == "qnn" else None,
+        "soc": options.qnn_soc if options.backend == "qnn" else None,
         "arguments": {k: v for k, v in asdict(options).items() if k != "extra"},
         "versions": versions(),
     }
@@ -177,7 +260,7 @@ def compile_model(options: CompileOptions, *, quiet: bool = False) -> dict[str, 
     # Lowering and writing share one scratch folder for the spilled weight blobs (lean_lowering.py).
     with lean_lowering(Path(options.output).resolve().parent, spill=not options.etrecord) as spilled:
         with clock.stage("lower", f"to_edge_transform_and_lower ({options.backend})"):
-            edge = lower(ep, options.backend, options.soc, metadata)
+            edge = lower(ep, options.backend, options.qnn_soc, metadata)
         del ep
         lowered = edge.exported_program()
         # ETRecord wants the edge program as it was before to_executorch, which rewrites it in place.

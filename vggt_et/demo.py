@@ -15,20 +15,29 @@ def run_demo(out_dir: Path, preset: str = "tiny", frames: int = 2, height: int =
     from vggt_et.compile import CompileOptions, compile_model
     from vggt_et.data.synthetic import write_synthetic_dataset
     from vggt_et.evaluate import compare
-    from vggt_et.inference import program_info, run_program, write_outputs
+    from vggt_et.export import output_names
+    from vggt_et.inference import ProgramInfo, planned_output_names, program_info, run_program, write_outputs
     from vggt_et.io_utils import format_table, write_json
     from vggt_et.model.loading import load_model
+    from vggt_et.output_folder import claim_output_folder
 
+    outputs = ("depth", "points", "camera")
+    pte = out_dir / f"{preset}_xnnpack_fp32.pte"
+    made = [pte.name, pte.with_suffix(".json").name, "compare.json", "scenes", "run"]
+    folder = claim_output_folder(out_dir, "-o", "demo", made)
+    planned = ProgramInfo(
+        preset, "xnnpack", "fp32", (1, frames, 3, height, width), tuple(output_names(outputs))
+    )
+    run_folder = claim_output_folder(out_dir / "run", "-o", "demo", planned_output_names(planned, False))
     out_dir.mkdir(parents=True, exist_ok=True)
     scenes = out_dir / "scenes"
     click.echo(f"1/4 rendering a synthetic scene in BlendedMVS layout -> {scenes}")
     write_synthetic_dataset(scenes, n_scenes=1, n_views=max(4, frames), height=2 * height, width=2 * width)
 
-    pte = out_dir / f"{preset}_xnnpack_fp32.pte"
     click.echo(f"2/4 compiling {preset} (random weights) for XNNPACK -> {pte}")
     options = CompileOptions(
         preset=preset, random_weights=True, frames=frames, height=height, width=width,
-        outputs=("depth", "points", "camera"), output=str(pte), report=str(pte.with_suffix(".json")),
+        outputs=outputs, output=str(pte), report=str(pte.with_suffix(".json")),
     )  # fmt: skip
     report = compile_model(options)
 
@@ -37,11 +46,13 @@ def run_demo(out_dir: Path, preset: str = "tiny", frames: int = 2, height: int =
     from vggt_et.evaluate import scene_inputs
 
     images, _, _ = scene_inputs(info, str(scenes), seed=0)
-    written = write_outputs(run_program(pte, images), images, info, out_dir / "run", None)
+    written = write_outputs(run_program(pte, images), images, info, run_folder.path, None)
+    run_folder.finish(written)
 
     click.echo("4/4 comparing the program with the eager model")
     result = compare(pte, load_model(preset, random_weights=True), calib_data=str(scenes))
     write_json(out_dir / "compare.json", result)
+    folder.finish(made)
     rows = [(name, m["rel_l2"], m["max_abs"]) for name, m in result["outputs"].items()]
     click.echo(format_table(["output", "rel_l2 vs eager", "max_abs"], rows))
     click.echo(

@@ -28,7 +28,14 @@ def scene_inputs(info: ProgramInfo, calib_data: str | None, seed: int) -> tuple[
     from vggt_et.data.calibration import calibration_groups
 
     group = calibration_groups(
-        calib_data, info.frames, info.height, info.width, n_groups=1, seed=seed, with_depth=True
+        calib_data,
+        info.frames,
+        info.height,
+        info.width,
+        n_groups=1,
+        seed=seed,
+        with_depth=True,
+        announce=False,
     )[0]
     truth = None
     if group.depths is not None:
@@ -95,6 +102,23 @@ def compare(
             against: ground_truth_metrics(reference, truth),
         }
     return report
+
+
+TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier of a LiteRT model, at bytes 4..8
+
+
+def check_tflite_reference(path: str) -> None:
+    """--against FILE must be a LiteRT (.tflite) model; checked before anything runs."""
+    from vggt_et import checks
+
+    checks.input_file(path, "--against", ".tflite file (or pass --against eager)")
+    with open(path, "rb") as handle:
+        header = handle.read(8)
+    if header[4:8] != TFLITE_IDENTIFIER:
+        raise UserError(
+            f"--against {path} is not a LiteRT model (no TFL3 identifier); pass a .tflite file from "
+            "`vggt-et compile --backend tflite`, or --against eager"
+        )
 
 
 def check_shape_matches(info: ProgramInfo, preset: str) -> None:

@@ -21,6 +21,7 @@ OUTPUT_GROUPS: dict[str, tuple[str, ...]] = {
     "camera": ("pose_enc",),
 }
 DEFAULT_OUTPUTS = ("depth",)
+EXPORT_PREFIX = "model."  # module paths inside the wrapper: the eager model is its `model` attribute
 
 
 @dataclass(frozen=True)

@@ -295,23 +295,26 @@ def fisher_command(
     keep_activations: bool = False,
 ) -> tuple[FisherStats, str]:
     """`vggt-et fisher`: statistics file, heat map PNG beside it; returns the stats and a summary table."""
-    from vggt_et.io_utils import check_writable, format_table
-    from vggt_et.model.loading import load_model
+    from vggt_et import checks
+    from vggt_et.io_utils import format_table
+    from vggt_et.model.loading import check_model_source, load_model
     from vggt_et.model.presets import get_preset
-    from vggt_et.quantize import calibration_samples
+    from vggt_et.quantize import calibration_samples, check_calibration_data
 
     config = get_preset(preset)
     shape = ProgramShape(frames, height, width, config.patch_size)
     chosen = parse_tasks(tasks)
-    if (checkpoint is None) == (not random_weights):
-        raise UserError("give either --checkpoint FILE or --random-weights")
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise UserError(f"checkpoint {checkpoint} not found")
+    check_model_source(preset, checkpoint, random_weights, [TASK_HEADS[t] for t in chosen])
     if not math.log2(config.embed_dim).is_integer() and not no_rotation:
         raise UserError(
             f"the rotation needs a power-of-two width, {preset} has {config.embed_dim}; pass --no-rotation"
         )
-    check_writable(output)
+    checks.output_file(output, "-o")
+    checks.output_file(heatmap_path(output), "the heat map (beside -o)")
+    checks.distinct_paths(
+        {"-o": output, "the heat map (beside -o)": heatmap_path(output)}, {"--checkpoint": checkpoint}
+    )
+    check_calibration_data(calib_data, calib_samples)
     samples = calibration_samples(calib_data, shape, calib_samples, seed=seed)
     model = load_model(
         preset, checkpoint, random_weights=random_weights, seed=seed, heads=[TASK_HEADS[t] for t in chosen]

@@ -9,8 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from vggt_et.data.atomic import atomic_write_text
 from vggt_et.errors import UserError
 from vggt_et.lowering import METADATA_METHOD
+
+POINT_CLOUD = "points.ply"
+POINTS_SOURCE = "points_source.txt"
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,14 @@ def synthetic_images(info: ProgramInfo, seed: int = 0) -> tuple[np.ndarray, dict
     from vggt_et.data.calibration import calibration_groups
 
     group = calibration_groups(
-        None, info.frames, info.height, info.width, n_groups=1, seed=seed, with_depth=True
+        None,
+        info.frames,
+        info.height,
+        info.width,
+        n_groups=1,
+        seed=seed,
+        with_depth=True,
+        announce=False,
     )[0]
     truth = {
         "depth": group.depths.numpy(),
@@ -101,13 +112,30 @@ def synthetic_images(info: ProgramInfo, seed: int = 0) -> tuple[np.ndarray, dict
 
 
 def parse_intrinsics(text: str, frames: int) -> np.ndarray:
-    """'fx,fy,cx,cy' (pixels, at the compiled resolution) → [S, 3, 3]."""
+    """'fx,fy,cx,cy' (pixels, at the compiled resolution) → [S, 3, 3]; focal lengths must be positive."""
     try:
         fx, fy, cx, cy = (float(v) for v in text.split(","))
     except ValueError:
         raise UserError(f"--intrinsics {text!r} must be four numbers fx,fy,cx,cy") from None
+    if not all(np.isfinite([fx, fy, cx, cy])) or fx <= 0 or fy <= 0:
+        raise UserError(
+            f"--intrinsics {text!r}: fx and fy must be positive and all four finite (pixels at the "
+            "compiled resolution)"
+        )
     K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float32)
     return np.repeat(K[None], frames, axis=0)
+
+
+def planned_output_names(info: ProgramInfo, has_intrinsics: bool) -> list[str]:
+    """The file names `write_outputs` will write for this program (checked against inputs up front)."""
+    names = [f"{name}.npy" for name in info.outputs]
+    if "depth" in info.outputs:
+        for s in range(info.frames):
+            names += [f"depth_{s:02d}.npy", f"depth_{s:02d}.png"]
+    can_unproject = "depth" in info.outputs and ("pose_enc" in info.outputs or has_intrinsics)
+    if "world_points" in info.outputs or can_unproject:
+        names.append(POINT_CLOUD)
+    return [*names, POINTS_SOURCE]
 
 
 def point_cloud(outputs: dict[str, np.ndarray], info: ProgramInfo, intrinsics: np.ndarray | None):
@@ -166,8 +194,9 @@ def write_outputs(
     points, source = point_cloud(outputs, info, intrinsics)
     if points is not None:
         colors = (np.clip(images[0].transpose(0, 2, 3, 1), 0, 1) * 255).astype(np.uint8)
-        ply = out_dir / "points.ply"
+        ply = out_dir / POINT_CLOUD
         write_ply(ply, points.reshape(-1, 3), colors.reshape(-1, 3))
         written.append(ply)
-    (out_dir / "points_source.txt").write_text(source + "\n")
+    atomic_write_text(out_dir / POINTS_SOURCE, source + "\n")
+    written.append(out_dir / POINTS_SOURCE)
     return written

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -20,7 +19,9 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     try:
         with atomic_output_path(path) as tmp, open(tmp, "wb") as handle:
             write(handle)
-    except PermissionError as exc:
+    except OSError as exc:  # permissions, a read-only or full file system: the old file stays as it was
+        if exc.strerror is None:
+            raise
         raise UserError(f"cannot write {path}: {exc.strerror}; choose a writable output path") from None
     return path
 
@@ -30,17 +31,11 @@ def write_json(path: str | Path, data: Any) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def check_writable(path: str | Path) -> Path:
-    """Fail early (before hours of compiling) if `path` cannot be written."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(
-            f"cannot write {path}: folder {parent} does not exist; create it or choose another path"
-        )
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UserError(f"cannot write {path}: permission denied; choose a writable output path")
-    return path
+def check_writable(path: str | Path, flag: str = "output") -> Path:
+    """Fail early (before hours of compiling) if `path` cannot be written (see checks.output_file)."""
+    from vggt_et.checks import output_file
+
+    return output_file(path, flag)
 
 
 def format_table(

@@ -6,15 +6,17 @@ and where its calibration scenes come from.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from vggt_et.errors import UserError
-from vggt_et.export import ProgramShape
+from vggt_et.export import EXPORT_PREFIX, ProgramShape
 
 # Kept in float by default, as the quantization literature on VGGT does: the patch-embed convolution
 # (raw pixels in) and each head's last layer (metric outputs out). Paths are inside the export wrapper.
 # The DPT heads' last layer is the 1x1 conv (output_conv2.2); the 3x3 conv before it runs at full
 # resolution and is the costliest conv of the head, so it is quantized like the rest of the head.
+logger = logging.getLogger(__name__)
 DEFAULT_KEEP_FLOAT = (
     "model.aggregator.patch_embed.patch_embed.proj",
     "model.depth_head.scratch.output_conv2.2",
@@ -36,7 +38,7 @@ def w4_group_size(options) -> int:
     if options.quant not in ("w4", "w4-fisher") or options.backend not in ("xnnpack", "portable"):
         raise UserError(
             f"--w4-group-size applies to --quant w4/w4-fisher on xnnpack (got --quant {options.quant} "
-            f"--backend {options.backend}); QNN's per-block int4 is --quant w4-block"
+            f"--backend {options.backend}); QNN's int4 recipe (--backend qnn --quant w4) has no group size"
         )
     size = int(given)
     if size < 0 or size % 32:
@@ -64,6 +66,36 @@ def keep_float_patterns(options) -> tuple[str, ...]:
     return patterns
 
 
+def warn_unmatched_keep_float(options, outputs) -> list[str]:
+    """Warn (before any work) about each --keep-float pattern that matches no layer of the program,
+    naming a few layers it could have meant; returns those patterns."""
+    from torch import nn
+
+    from vggt_et.model.loading import build_model
+    from vggt_et.quantizers.float_layers import near_paths, unmatched_patterns
+
+    patterns = keep_float_patterns(options)
+    if options.extra.get("keep_float") is None or not patterns:
+        return []
+    from vggt_et.compile import OUTPUT_HEADS
+
+    model = build_model(options.preset, heads=sorted({OUTPUT_HEADS[o] for o in outputs}), device="meta")
+    layers = [
+        f"{EXPORT_PREFIX}{name}"
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))
+    ]
+    unmatched = unmatched_patterns(patterns, layers)
+    for pattern in unmatched:
+        hints = near_paths(pattern, layers)
+        logger.warning(
+            "--keep-float %r matches no layer of this program%s",
+            pattern,
+            f"; did you mean {', '.join(hints)}?" if hints else "",
+        )
+    return unmatched
+
+
 def int8_dynamic(options) -> bool:
     """`--int8-activations dynamic` (per-token ranges at run time, XNNPACK only), checked up front."""
     mode = options.extra.get("int8_activations")
@@ -75,6 +107,18 @@ def int8_dynamic(options) -> bool:
             f"--backend {options.backend}); QNN runs static activations only"
         )
     return mode == "dynamic"
+
+
+def check_calibration_data(calib_data: str | None, count: int) -> None:
+    """--calib-data (a folder with BlendedMVS-layout scenes) and --calib-samples, before any work."""
+    from vggt_et import checks
+
+    if calib_data is not None:
+        from vggt_et.data.blendedmvs import calibration_scenes
+
+        checks.input_folder(calib_data, "--calib-data", "BlendedMVS-layout folder")
+        calibration_scenes(calib_data)  # refuses a folder that holds no scene
+    checks.positive_int(count, "--calib-samples")
 
 
 def calibration_samples(
@@ -110,7 +154,7 @@ def quantize_for_backend(
         samples = calibration_samples(
             options.calib_data,
             shape,
-            options.calib_samples,
+            options.calibration_count,
             seed=options.seed,
             batch_dim=options.backend != "qnn",
         )

@@ -14,6 +14,18 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def available_memory_bytes() -> int | None:
+    """What the kernel could give this process now (MemAvailable), None where /proc/meminfo is missing."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 class StageClock:
     """Times named stages and prints one progress line per stage to stderr."""
 

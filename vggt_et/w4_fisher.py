@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from vggt_et.errors import UserError
-from vggt_et.export import ProgramShape
+from vggt_et.export import EXPORT_PREFIX, ProgramShape
 from vggt_et.fisher_tasks import (
     aggregator_blocks,
     compute_vggt_fisher,
@@ -41,7 +41,6 @@ from vggt_et.quantizers.fisher import FisherStats
 from vggt_et.quantizers.mixed_precision import plan_mixed_precision
 from vggt_et.quantizers.w4_transforms import fake_quantize_weight, weight_storage_bytes
 
-EXPORT_PREFIX = "model."  # module paths inside vggt_et.export's wrapper
 W4_FISHER_BACKENDS = ("xnnpack", "portable")
 
 
@@ -367,5 +366,5 @@ def w4_fisher_stage(
     """The compile pipeline's entry: calibration scenes at the compiled shape, then :func:`prepare_w4_fisher`."""
     from vggt_et.quantize import calibration_samples
 
-    samples = calibration_samples(options.calib_data, shape, options.calib_samples, seed=options.seed)
+    samples = calibration_samples(options.calib_data, shape, options.calibration_count, seed=options.seed)
     return prepare_w4_fisher(model, options, shape, tasks, samples, settings_from_options(options))

@@ -24,19 +24,22 @@ def calibration_groups(
     mode: str = "crop",
     seed: int = 0,
     with_depth: bool = False,
+    announce: bool = True,
 ) -> list[ViewGroup]:
     """`n_groups` groups of `frames` views at (height, width), spread round-robin over the scenes.
 
     With `root` None, synthetic scenes are rendered at (height, width) into a temporary folder
-    (removed again; the groups live in memory) and a warning says so.
+    (removed again; the groups live in memory) and a warning says so (unless `announce` is off: callers
+    that say it in their own words, e.g. `vggt-et run` without --images).
     """
     if root is None:
         with temporary(tempfile.mkdtemp(prefix="vggt-et-synthetic-")) as tmp:
             n_scenes = min(max(n_groups, 1), 4)
             write_synthetic_dataset(tmp, n_scenes, max(8, frames), height, width, seed=seed)
-            logger.warning(
-                "no calibration data given: using %d synthetic scenes (%dx%d)", n_scenes, height, width
-            )
+            if announce:
+                logger.warning(
+                    "no calibration data given: using %d synthetic scenes (%dx%d)", n_scenes, height, width
+                )
             return _groups_from_root(tmp, frames, height, width, n_groups, strategy, mode, seed, with_depth)
     return _groups_from_root(root, frames, height, width, n_groups, strategy, mode, seed, with_depth)
 

@@ -127,11 +127,29 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
         raise UserError(f"{path}: image not found; check the path") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read image ({exc}); pass a JPEG/PNG file") from None
-    return as_rgb(img)
+    return as_rgb(img, str(path))
 
 
-def as_rgb(img: Image.Image) -> Image.Image:
-    """RGB view of an image; RGBA is composited onto white (other modes are plainly converted)."""
+def _to_8bit(img: Image.Image, name: str) -> Image.Image:
+    """16-bit greyscale ("I;16*", or "I" as older Pillow opens such PNGs) scaled to 8 bit, 65535 → 255.
+
+    PIL's own conversion clips at 255, which turns almost every pixel of a 16-bit image white. 16-bit RGB
+    PNGs need nothing: PIL already opens them as 8-bit RGB."""
+    array = np.asarray(img)
+    if img.mode == "F" or array.min() < 0 or array.max() > 65535:
+        raise UserError(
+            f"{name}: {img.mode} image with values outside 0..65535 (float or 32-bit data); "
+            "save it as an 8- or 16-bit PNG or a JPEG"
+        )
+    scaled = np.round(array.astype(np.float64) / 257.0).astype(np.uint8)
+    return Image.fromarray(scaled, mode="L")
+
+
+def as_rgb(img: Image.Image, name: str = "image") -> Image.Image:
+    """RGB view of an image; RGBA is composited onto white, 16-bit greyscale scaled to 8 bit (other modes
+    are plainly converted)."""
+    if img.mode.startswith("I") or img.mode == "F":
+        img = _to_8bit(img, name)
     if img.mode == "RGBA":
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img)

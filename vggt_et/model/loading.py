@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,22 +37,47 @@ def expected_shapes(
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
+def checkpoint_format(path: Path) -> str:
+    """'safetensors', 'zip' (torch.save since 1.6) or 'legacy' (older torch.save), from the content: a
+    file's extension says nothing reliable (safetensors files are shipped as .bin, .pt as .pth)."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if len(head) == 9 and head[8:9] == b"{":
+        header_bytes = int.from_bytes(head[:8], "little")
+        if 0 < header_bytes <= path.stat().st_size - 8:
+            return "safetensors"
+    return "legacy"
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors file or an official .pt state dict (loaded with weights_only=True)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(
-            f"checkpoint {path} not found; pass the path of VGGT-1B's model.safetensors or model.pt"
-        )
+    """Tensors of a .safetensors file or an official .pt state dict (loaded with weights_only=True).
+
+    Zip checkpoints are memory-mapped (VGGT-1B's weights are read once, not copied); the legacy format
+    cannot be mapped and is read whole. weights_only refuses anything but tensors and plain containers."""
+    from vggt_et.checks import input_file
+
+    path = input_file(path, "--checkpoint", "checkpoint file (VGGT-1B's model.safetensors or model.pt)")
     try:
-        if path.suffix == ".safetensors":
+        kind = checkpoint_format(path)
+        if kind == "safetensors":
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # a corrupt or foreign file: one line, not a traceback from deep inside
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # not a pickle of objects, just not a checkpoint
+            raise UserError(f"cannot read checkpoint {path}: not a safetensors or torch.save file") from None
         raise UserError(
-            f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            f"checkpoint {path} holds Python objects other than tensors, which are not loaded (unsafe); "
+            "pass a state dict of tensors (.safetensors or torch.save(model.state_dict()))"
+        ) from None
+    except Exception as exc:  # a corrupt or foreign file: one line, not a traceback from deep inside
+        first = (str(exc).splitlines() or [""])[0]
+        raise UserError(
+            f"cannot read checkpoint {path}: {type(exc).__name__}: {first}; pass a .safetensors file "
+            "or a torch.save'd state dict of tensors"
         ) from None
     if isinstance(state, Mapping):
         for key in ("model", "state_dict"):
@@ -60,6 +86,46 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"checkpoint {path} is not a state dict of tensors")
     return dict(state)
+
+
+def checkpoint_layout(path: str | Path) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensor names, shapes and dtypes as meta tensors, cheaply: a safetensors header or
+    a memory-mapped zip checkpoint is read without its data (legacy files are read whole)."""
+    path = Path(path)
+    if checkpoint_format(path) == "safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                layout = {}
+                for name in handle.keys():
+                    part = handle.get_slice(name)
+                    dtype = getattr(torch, _SAFETENSORS_DTYPES.get(part.get_dtype(), "uint8"))
+                    layout[name] = torch.empty(part.get_shape(), dtype=dtype, device="meta")
+                return layout
+        except Exception as exc:
+            raise UserError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+    return {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in read_state_dict(path).items()}
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+}  # fmt: skip
+
+
+def check_model_source(
+    preset: str, checkpoint: str | Path | None, random_weights: bool, heads: Sequence[str]
+) -> None:
+    """Everything `load_model` would refuse about --checkpoint / --random-weights, before any heavy work
+    (the checkpoint's tensor names and shapes are checked without reading its weights)."""
+    from vggt_et.checks import model_source
+
+    get_preset(preset)
+    model_source(checkpoint, random_weights)
+    if checkpoint is not None:
+        layout = checkpoint_layout(checkpoint)
+        check_state_dict(layout, preset, heads=heads, source=f"checkpoint {checkpoint}", quiet=True)
 
 
 def _mismatches(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]]) -> list[str]:
@@ -83,14 +149,19 @@ def fitting_preset(state: Mapping[str, torch.Tensor], heads: Sequence[str] | Non
 
 
 def check_state_dict(
-    state: Mapping[str, torch.Tensor], preset: str, *, heads: Sequence[str]
+    state: Mapping[str, torch.Tensor],
+    preset: str,
+    *,
+    heads: Sequence[str],
+    source: str = "checkpoint",
+    quiet: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Drop tensors of heads that are off (with a notice); fail naming the first offenders otherwise."""
     state = dict(state)
     for head in sorted(set(HEADS) - set(heads)):
         prefix = f"{head}_head."
         dropped = [k for k in state if k.startswith(prefix)]
-        if dropped:
+        if dropped and not quiet:
             print(f"note: ignoring {len(dropped)} {head}-head tensors ({head} head is off)", file=sys.stderr)
             state = {k: v for k, v in state.items() if not k.startswith(prefix)}
     problems = _mismatches(state, expected_shapes(preset, heads=heads))
@@ -98,11 +169,11 @@ def check_state_dict(
         fits = fitting_preset(state, heads)
         hint = f"it fits preset {fits!r}" if fits else "no built-in preset fits it"
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise UserError(f"checkpoint does not fit preset {preset!r}: {'; '.join(problems[:3])}{more}; {hint}")
+        raise UserError(f"{source} does not fit preset {preset!r}: {'; '.join(problems[:3])}{more}; {hint}")
     bad = sorted({str(v.dtype) for v in state.values() if v.dtype not in FLOAT_DTYPES})
     if bad:
         raise UserError(
-            f"checkpoint holds non-float tensors ({', '.join(bad)}); expected fp32/fp16/bf16 weights"
+            f"{source} holds non-float tensors ({', '.join(bad)}); expected fp32/fp16/bf16 weights"
         )
     return state
 
@@ -133,7 +204,9 @@ def load_model(
         config = get_preset(preset).with_heads(heads=heads)
         model = VGGT(config, seed=seed)
     else:
-        state = check_state_dict(read_state_dict(checkpoint), preset, heads=heads)
+        state = check_state_dict(
+            read_state_dict(checkpoint), preset, heads=heads, source=f"checkpoint {checkpoint}"
+        )
         state = {k: v.to(torch.float32) for k, v in state.items()}
         model = build_model(preset, heads=heads, device="meta")
         model.load_state_dict(state, strict=True, assign=True)
