@@ -161,8 +161,11 @@ def check_state_dict(
     for head in sorted(set(HEADS) - set(heads)):
         prefix = f"{head}_head."
         dropped = [k for k in state if k.startswith(prefix)]
-        if dropped and not quiet:
-            print(f"note: ignoring {len(dropped)} {head}-head tensors ({head} head is off)", file=sys.stderr)
+        if dropped:
+            if not quiet:
+                print(
+                    f"note: ignoring {len(dropped)} {head}-head tensors ({head} head is off)", file=sys.stderr
+                )
             state = {k: v for k, v in state.items() if not k.startswith(prefix)}
     problems = _mismatches(state, expected_shapes(preset, heads=heads))
     if problems:
