@@ -82,21 +82,7 @@ def test_rerun_into_a_folder_leaves_no_stale_outputs(tmp_path, vggt_et_cli, tiny
     assert {"depth.npy", "depth_00.png", "depth_01.png"} <= names
 
 
-# 9: the README's documented `run` form, with the images as a list after one --images
-
-
-def test_readme_run_example_works(tmp_path, vggt_et_cli, tiny_depth_pte) -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    documented = next(line for line in readme.splitlines() if "vggt-et run M.pte --images" in line)
-    command = documented.split("`")[1].split()  # `vggt-et run M.pte --images a.jpg b.jpg -o out/`
-    rng = np.random.default_rng(0)
-    for name in ("a.jpg", "b.jpg"):
-        Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(tmp_path / name)
-    args = [str(tiny_depth_pte) if a == "M.pte" else a for a in command[1:]]
-    done = _run_cli(vggt_et_cli, *args, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-1500:]
-    out = tmp_path / command[command.index("-o") + 1]
-    assert (out / "depth_00.png").is_file() and (out / "depth_01.png").is_file()
+# 9: `--images a.jpg b.jpg` (the README form is run by tests/test_readme.py)
 
 
 def test_images_list_keeps_its_order_and_stops_at_the_next_option() -> None:
