@@ -36,26 +36,27 @@ def _check_folder_writable(path: Path, flag: str, target: Path) -> None:
         )
 
 
-def input_file(path: PathLike, flag: str, what: str = "file") -> Path:
-    """An existing, readable file (a folder is refused with its own message)."""
+def _existing(path: PathLike, flag: str, what: str, *, folder: bool) -> Path:
+    """An existing, readable file or folder; the other kind is refused with its own message."""
     path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{flag} {path} is a folder; pass the {what} itself")
-    if not path.is_file():
+    if path.exists() and path.is_dir() != folder:
+        kind = "a folder" if path.is_dir() else "a file"
+        raise UserError(f"{flag} {path} is {kind}; pass the {what}{'' if folder else ' itself'}")
+    if not path.exists():
         raise UserError(f"{flag} {path} not found; check the path of the {what}")
     if not os.access(path, os.R_OK):
         raise UserError(f"{flag} {path} is not readable; check its permissions")
     return path
 
 
+def input_file(path: PathLike, flag: str, what: str = "file") -> Path:
+    """An existing, readable file (a folder is refused with its own message)."""
+    return _existing(path, flag, what, folder=False)
+
+
 def input_folder(path: PathLike, flag: str, what: str = "folder") -> Path:
-    """An existing folder."""
-    path = Path(path)
-    if path.is_file():
-        raise UserError(f"{flag} {path} is a file; pass the {what}")
-    if not path.is_dir():
-        raise UserError(f"{flag} {path} not found; check the path of the {what}")
-    return path
+    """An existing, readable folder."""
+    return _existing(path, flag, what, folder=True)
 
 
 def output_file(path: PathLike, flag: str) -> Path:

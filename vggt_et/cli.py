@@ -383,7 +383,9 @@ def run(model, images, intrinsics, out_dir, threads) -> None:
         arrays = inference.load_images(list(images), info)
     else:
         click.echo("no --images given: running on a synthetic scene", err=True)
-        arrays, _ = inference.synthetic_images(info)
+        from vggt_et.evaluate import scene_inputs
+
+        arrays, _, _ = scene_inputs(info, None, seed=0)
     outputs = inference.run_program(model, arrays, threads=threads)
     written = inference.write_outputs(outputs, arrays, info, folder.path, K)
     folder.finish(written)

@@ -89,28 +89,6 @@ def load_images(paths: list[str], info: ProgramInfo) -> np.ndarray:
     return tensor.unsqueeze(0).numpy().astype(np.float32)
 
 
-def synthetic_images(info: ProgramInfo, seed: int = 0) -> tuple[np.ndarray, dict]:
-    """One rendered synthetic scene at the program's shape, with its ground truth."""
-    from vggt_et.data.calibration import calibration_groups
-
-    group = calibration_groups(
-        None,
-        info.frames,
-        info.height,
-        info.width,
-        n_groups=1,
-        seed=seed,
-        with_depth=True,
-        announce=False,
-    )[0]
-    truth = {
-        "depth": group.depths.numpy(),
-        "extrinsics": group.extrinsics.numpy(),
-        "intrinsics": group.intrinsics.numpy(),
-    }
-    return group.images.unsqueeze(0).numpy().astype(np.float32), truth
-
-
 def parse_intrinsics(text: str, frames: int) -> np.ndarray:
     """'fx,fy,cx,cy' (pixels, at the compiled resolution) → [S, 3, 3]; focal lengths must be positive."""
     try:
