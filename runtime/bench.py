@@ -277,6 +277,7 @@ def run_bench(
     timeout: float = 1800.0,
     weight_cache: bool = True,
     echo: Callable[[str], None] = print,
+    method: str = "forward",
 ) -> dict:
     """Runs the runner on the host (adb_serial None) or on device `adb_serial`; returns the bench report.
 
@@ -292,7 +293,7 @@ def run_bench(
         raise BenchError(f"--threads must be >= 1, got {threads}")
     runner_path = _resolve_runner(runner, adb_serial is not None)
     device = AdbDevice.connect(adb_serial, adb) if adb_serial is not None else None
-    reference = PteProgram(model)
+    reference = PteProgram(model, method)
     arrays = reference.check_inputs(inputs if inputs is not None else example_inputs(reference.inputs, seed))
     with tempfile.TemporaryDirectory(prefix="vggt-et-bench-") as temp:
         work = Path(temp)
@@ -383,6 +384,7 @@ def bench_command(
     json_path: str | None = None,
     weight_cache: bool = True,
     echo: Callable[[str], None] = print,
+    method: str = "forward",
 ) -> dict:
     """What `vggt-et bench` calls: exactly one of host / adb_serial; prints the table; raises USER_ERRORS."""
     if host == (adb_serial is not None):
@@ -396,6 +398,7 @@ def bench_command(
         json_path=json_path,
         weight_cache=weight_cache,
         echo=echo,
+        method=method,
     )
     echo(format_table(report))
     return report

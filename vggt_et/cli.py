@@ -168,7 +168,20 @@ def _shape_options(f):
 @click.option("--no-rotation", is_flag=True, help="w4-fisher: skip the Hadamard rotation of the stream.")
 @click.option("--no-mixed-precision", is_flag=True, help="w4-fisher: every aggregator linear in 4 bit.")
 @click.option("--no-fisher-clip", is_flag=True, help="w4-fisher: skip Fisher-weighted weight clipping.")
+@click.option(
+    "--attention-budget",
+    default="64MiB",
+    show_default=True,
+    help="Most bytes one attention score matrix (and one DPT frame group) may take, e.g. 16MiB; "
+    "'none' writes attention out whole (memory grows with frames squared).",
+)
 @click.option("--soc", default="SM8650", show_default=True, help="Qualcomm SoC for --backend qnn.")
+@click.option(
+    "--max-frames",
+    type=int,
+    default=None,
+    help="One program taking any frame count 1..N (one method each, weights stored once); replaces --frames.",
+)
 @click.option("-o", "--output", required=True, help="Where to write the .pte.")
 @click.option("--report", default=None, help="Compile report JSON (default: OUTPUT with .json).")
 @click.option("--etrecord", default=None, help="Also write an ETRecord for ExecuTorch's Inspector.")
@@ -195,6 +208,12 @@ def compile(**kw) -> None:  # noqa: A001 - the command's name
         )
     }
     extra = {k: v for k, v in quant_flags.items() if v not in (None, False, ())}
+    from vggt_et.passes.bounded_attention import parse_budget
+
+    try:
+        kw["attention_budget"] = parse_budget(kw["attention_budget"])
+    except ValueError as exc:
+        raise UserError(f"--attention-budget: {exc}") from None
     options = CompileOptions(**kw, report=report_path, extra=extra)
     report = compile_model(options)
     rows = [(stage, seconds) for stage, seconds in report["stage_seconds"].items()]
@@ -270,11 +289,13 @@ def audit(
 )
 @click.option("-o", "--out-dir", default="vggt_out", show_default=True)
 @click.option("--threads", default=None, type=int)
-def run(model, images, intrinsics, out_dir, threads) -> None:
+@click.option("--frames", default=None, type=int, help="Frame count to run (default: the program's largest).")
+def run(model, images, intrinsics, out_dir, threads, frames) -> None:
     """Run a .pte on images: depth .npy + colour PNG per frame, points.ply."""
     from vggt_et import inference
 
     info = inference.program_info(model)
+    info = info.with_frames(len(images) if images else frames or info.frames)
     if images:
         arrays = inference.load_images(list(images), info)
     else:
@@ -292,7 +313,8 @@ def run(model, images, intrinsics, out_dir, threads) -> None:
 @click.option("--against", default="eager", show_default=True, help="eager, or a .tflite file.")
 @click.option("--calib-data", default=None, help="BlendedMVS-layout folder (default: a synthetic scene).")
 @click.option("--json", "json_path", default=None)
-def compare(model, preset, checkpoint, random_weights, seed, against, calib_data, json_path) -> None:
+@click.option("--frames", default=None, type=int, help="Frame count to run (default: the program's largest).")
+def compare(model, preset, checkpoint, random_weights, seed, against, calib_data, json_path, frames) -> None:
     """Run the .pte and a reference on the same scene; print relative L2, max error, AbsRel, δ<1.25."""
     from vggt_et import evaluate
     from vggt_et.inference import program_info
@@ -306,7 +328,7 @@ def compare(model, preset, checkpoint, random_weights, seed, against, calib_data
         if against == "eager"
         else None
     )
-    report = evaluate.compare(model, eager, against=against, calib_data=calib_data, seed=seed)
+    report = evaluate.compare(model, eager, against=against, calib_data=calib_data, seed=seed, frames=frames)
     rows = [
         (name, m["rel_l2"], m["max_abs"], m.get("abs_rel", ""), m.get("delta1", ""))
         for name, m in report["outputs"].items()
@@ -330,13 +352,19 @@ def compare(model, preset, checkpoint, random_weights, seed, against, calib_data
 @click.option("--iters", default=10, show_default=True)
 @click.option("--threads", default=None, type=int)
 @click.option("--json", "json_path", default=None)
-def bench(model, host, adb_serial, runner, iters, threads, json_path) -> None:
+@click.option("--frames", default=None, type=int, help="Frame count to run (default: the program's largest).")
+def bench(model, host, adb_serial, runner, iters, threads, json_path, frames) -> None:
     """Benchmark a .pte with the C++ runner, locally or over adb; outputs checked against Python."""
     from vggt_et.runtime import bench as bench_module
 
+    method = "forward"
+    if frames is not None:
+        from vggt_et.inference import program_info
+
+        method = program_info(model).with_frames(frames).method
     try:
         bench_module.bench_command(
-            model, host, adb_serial, runner, iters, threads, json_path, echo=click.echo
+            model, host, adb_serial, runner, iters, threads, json_path, echo=click.echo, method=method
         )
     except bench_module.USER_ERRORS as exc:
         raise UserError(str(exc)) from None
