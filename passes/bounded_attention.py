@@ -126,13 +126,17 @@ def _rewrite(ep: ExportedProgram, node: Node, plan: BlockPlan, q, k, v, mask, sc
     graph = ep.graph
     rank = len(plan.ranges) + 1  # lead dims + rows + head dim
     mask_rank = 0 if mask is None else mask.meta["val"].dim()
+    kv_blocks: dict[tuple, tuple[Node, Node]] = {}
 
     def join(level: int, chosen: tuple[tuple[int, int], ...]) -> Node:
         if level == len(plan.ranges):
             lead_cuts = {d: r for d, r in enumerate(chosen[:-1])}
             row_cut = chosen[-1]
             qb = _slice(ep, node, q, {**lead_cuts, rank - 2: row_cut})
-            kb, vb = _slice(ep, node, k, lead_cuts), _slice(ep, node, v, lead_cuts)
+            key = tuple(chosen[:-1])
+            if key not in kv_blocks:  # one k, v slice per head group, shared by its row blocks
+                kv_blocks[key] = (_slice(ep, node, k, lead_cuts), _slice(ep, node, v, lead_cuts))
+            kb, vb = kv_blocks[key]
             mb = None
             if mask is not None:
                 shift = rank - mask_rank  # mask dims align with the scores' from the right

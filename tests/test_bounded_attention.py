@@ -107,3 +107,19 @@ def test_toy_vit_bounded_through_xnnpack_pass_list_is_one_segment():
     lowered = P.lower_xnnpack(out).exported_program()
     cov = P.coverage(lowered)
     assert cov["delegate_segments"] == 1 and cov["delegated_fraction"] == 1.0
+
+
+def test_qnn_pass_list_chunks_rows_of_its_per_head_attention():
+    model = toy_vit(head=True, depth=1)
+    args = image_input()
+    ep = export_toy(model, args)
+    budget = 1024
+    out, reports = P.apply_with_report(
+        ep, "qnn", configured={"bound_attention": lambda e: P.bound_attention(e, budget)}
+    )
+    assert {r.name: r.matches for r in reports}["bound_attention"] == 1
+    sizes = P.attention_intermediates(out)
+    assert sizes and max(b for _, b in sizes) <= budget
+    assert P.max_compute_rank(out.graph) <= 4
+    with torch.no_grad():
+        assert rel_l2(out.module()(*args), model(*args)) <= 1e-5

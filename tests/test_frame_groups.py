@@ -41,3 +41,31 @@ def test_head_group_follows_the_budget(tiny_points):
     assert tiny_points.point_head.frames_chunk_size == 2
     assert bound_head_frames(tiny_points, shape, 1) == 1
     assert bound_head_frames(tiny_points, shape, None) == 8  # the official head's group
+
+
+@pytest.mark.slow
+def test_runner_memory_grows_linearly_with_bounded_attention(tmp_path_factory, runner):
+    """tiny at 336x336, --attention-budget 4MiB, 2/4/8 frames, `vggt-et bench --host`: the runner's peak RSS
+    grows about linearly, (RSS8 - RSS4) / (RSS4 - RSS2) <= 2.6 (with the whole attention it is 4.8). Slow: the
+    8-frame program's lowering takes minutes."""
+    import json
+
+    from click.testing import CliRunner
+
+    from vggt_et.cli import main
+
+    rss = {}
+    for frames in (2, 4, 8):
+        out = tmp_path_factory.mktemp(f"rss{frames}")
+        pte, stats = str(out / "m.pte"), str(out / "bench.json")
+        base = ["--preset", "tiny", "--random-weights", "--height", "336", "--width", "336"]
+        args = ["compile", *base, "--frames", str(frames), "--attention-budget", "4MiB", "-o", pte]
+        assert CliRunner().invoke(main, args).exit_code == 0
+        result = CliRunner().invoke(
+            main, ["bench", pte, "--host", "--iters", "1", "--runner", str(runner), "--json", stats]
+        )
+        assert result.exit_code == 0, result.output
+        report = json.loads(open(stats).read())
+        assert report["check"]["ok"]
+        rss[frames] = report["peak_rss_bytes"]
+    assert (rss[8] - rss[4]) / (rss[4] - rss[2]) <= 2.6, rss

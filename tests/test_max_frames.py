@@ -5,6 +5,7 @@ counts outside 1..N with exit code 2."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,9 +43,20 @@ def test_metadata_lists_every_frame_count(multi):
     assert info.with_frames(3).input_shape == (1, 3, 3, 28, 42)
 
 
-@pytest.mark.parametrize("frames", [1, 2, 3, 4])
-def test_each_frame_count_equals_the_fixed_program(multi, tmp_path_factory, frames):
-    fixed = _compile(tmp_path_factory, f"fixed{frames}", frames=frames)
+@pytest.fixture(scope="module")
+def fixed(tmp_path_factory):
+    """Fixed-shape programs by frame count, compiled on first use."""
+    programs: dict[int, str] = {}
+
+    def get(frames: int) -> str:
+        if frames not in programs:
+            programs[frames] = _compile(tmp_path_factory, f"fixed{frames}", frames=frames)
+        return programs[frames]
+
+    return get
+
+
+def _check_equals_fixed(multi: str, fixed: str, frames: int) -> None:
     ours, theirs = run_program(multi, _images(frames)), run_program(fixed, _images(frames))
     for name, want in theirs.items():
         got = ours[name]
@@ -52,11 +64,21 @@ def test_each_frame_count_equals_the_fixed_program(multi, tmp_path_factory, fram
         assert np.linalg.norm(got - want) <= 1e-5 * np.linalg.norm(want)
 
 
-def test_weights_are_stored_once(multi, tmp_path_factory):
-    from pathlib import Path
+@pytest.mark.parametrize("frames", [1, 3])
+def test_frame_count_equals_the_fixed_program(multi, fixed, frames):
+    _check_equals_fixed(multi, fixed(frames), frames)
 
-    fixed = Path(_compile(tmp_path_factory, "fixed_max", frames=MAX_FRAMES))
-    assert Path(multi).stat().st_size <= 1.25 * fixed.stat().st_size
+
+@pytest.mark.slow
+@pytest.mark.parametrize("frames", [2, 4])
+def test_other_frame_counts_equal_the_fixed_programs(multi, fixed, frames):
+    _check_equals_fixed(multi, fixed(frames), frames)
+
+
+def test_weights_are_stored_once(multi, fixed):
+    """Four methods, one copy of the weights: not much bigger than one fixed program (tiny's weights are
+    3 MiB, each method's XNNPACK graph about 0.2 MiB)."""
+    assert Path(multi).stat().st_size <= 1.3 * Path(fixed(3)).stat().st_size
 
 
 @pytest.mark.parametrize("frames", [1, 3])
