@@ -322,6 +322,7 @@ def compare(model, preset, checkpoint, random_weights, seed, against, calib_data
     from vggt_et.model.loading import load_model
 
     info = program_info(model)
+    info.with_frames(frames or info.frames)  # refuses a count the program lacks before loading the model
     evaluate.check_shape_matches(info, preset)
     eager = (
         load_model(preset, checkpoint, random_weights=random_weights, seed=seed)
