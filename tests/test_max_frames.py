@@ -124,5 +124,8 @@ def test_cli_refuses_frame_counts_the_program_lacks(multi, tmp_path, command):
 def test_cli_run_at_two_frames(multi, tmp_path):
     result = CliRunner().invoke(main, ["run", multi, "--frames", "2", "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "out").glob("depth_[0-9]*.npy")) == ["depth_00.npy", "depth_01.npy"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("depth_[0-9]*.npy")) == [
+        "depth_00.npy",
+        "depth_01.npy",
+    ]
     assert program_info(multi).frame_methods[2] == "forward_2"
