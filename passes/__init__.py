@@ -6,6 +6,12 @@
 """
 
 from .audit import audit_program, count_ops, coverage, format_audit, lower_xnnpack, max_compute_rank
+from .bounded_attention import (
+    DEFAULT_ATTENTION_BUDGET,
+    attention_intermediates,
+    bound_attention,
+    parse_budget,
+)
 from .fold_constants import fold_constants
 from .graph_utils import PassError
 from .layer_norm import decompose_layer_norm
@@ -27,6 +33,7 @@ from .sdpa import decompose_sdpa
 from .slicing import push_slices, select_to_slice
 
 __all__ = [
+    "DEFAULT_ATTENTION_BUDGET", "attention_intermediates", "bound_attention", "parse_budget",
     "BACKENDS", "PASSES", "PASS_LISTS", "PassError", "PassReport", "apply", "apply_with_report",
     "audit_program", "count_ops", "coverage", "decompose_layer_norm", "decompose_sdpa", "fold_constants",
     "format_audit", "lower_xnnpack", "contiguous_partitions", "lean_xnnpack_partitioner", "max_compute_rank", "pass_names", "rewrite_rotate_half", "run_passes",

@@ -14,6 +14,7 @@ from functools import partial
 
 from torch.export import ExportedProgram
 
+from .bounded_attention import bound_attention
 from .fold_constants import fold_constants
 from .graph_utils import PassError, copy_program
 from .layer_norm import decompose_layer_norm
@@ -32,6 +33,7 @@ PASSES: dict[str, PassFn] = {
     "fold_constants": fold_constants,
     "select_to_slice": select_to_slice,
     "simplify_layout": simplify_layout,
+    "bound_attention": bound_attention,
     "decompose_sdpa": decompose_sdpa,
     "split_head_sdpa": partial(decompose_sdpa, split_heads=True),
     "decompose_layer_norm": decompose_layer_norm,
@@ -48,12 +50,12 @@ _COMMON_TAIL = ["fold_constants", "float_scalars", "simplify_layout"]
 PASS_LISTS: dict[str, list[str]] = {
     # XNNPACK takes neither LayerNorm nor select/expand: rewrite them all.
     "xnnpack": _COMMON_HEAD
-    + ["decompose_sdpa", "decompose_layer_norm", "rotate_half", "signed_expm1"]
+    + ["bound_attention", "decompose_sdpa", "decompose_layer_norm", "rotate_half", "signed_expm1"]
     + _COMMON_TAIL,
     # QNN HTP has a LayerNorm op, wants single-head attention and rank <= 4.
-    "qnn": _COMMON_HEAD + ["split_head_sdpa", "rotate_half", "push_slices"] + _COMMON_TAIL,
+    "qnn": _COMMON_HEAD + ["bound_attention", "split_head_sdpa", "rotate_half", "push_slices"] + _COMMON_TAIL,
     # Portable kernels: only what makes the graph smaller.
-    "portable": _COMMON_HEAD + ["decompose_sdpa"] + _COMMON_TAIL,
+    "portable": _COMMON_HEAD + ["bound_attention", "decompose_sdpa"] + _COMMON_TAIL,
     # TFLite (litert-torch): rank <= 4, explicit attention.
     "tflite": _COMMON_HEAD + ["decompose_sdpa", "rotate_half"] + _COMMON_TAIL,
 }
@@ -97,10 +99,17 @@ def _count_nodes(ep: ExportedProgram) -> int:
 
 
 def run_passes(
-    ep: ExportedProgram, names: list[str], *, progress: bool = False
+    ep: ExportedProgram,
+    names: list[str],
+    *,
+    progress: bool = False,
+    configured: dict[str, PassFn] | None = None,
 ) -> tuple[ExportedProgram, list[PassReport]]:
-    """Apply the named passes in order to a copy of `ep` (weights shared, never modified)."""
-    unknown = [n for n in names if n not in PASSES]
+    """Apply the named passes in order to a copy of `ep` (weights shared, never modified).
+
+    `configured`: {name: pass} used instead of PASSES[name], e.g. bound_attention with a user's budget."""
+    passes = {**PASSES, **(configured or {})}
+    unknown = [n for n in names if n not in passes]
     if unknown:
         raise ValueError(f"unknown pass(es) {unknown}; known: {', '.join(PASSES)}")
     ep = copy_program(ep)
@@ -111,7 +120,7 @@ def run_passes(
         if progress:
             print(f"passes [{i + 1}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
         try:
-            ep, matches = PASSES[name](ep)
+            ep, matches = passes[name](ep)
             verify(ep)
         except PassError as e:
             raise PassError(f"pass {name!r} failed: {e}") from e
@@ -123,10 +132,14 @@ def run_passes(
 
 
 def apply_with_report(
-    ep: ExportedProgram, backend: str, *, progress: bool = False
+    ep: ExportedProgram,
+    backend: str,
+    *,
+    progress: bool = False,
+    configured: dict[str, PassFn] | None = None,
 ) -> tuple[ExportedProgram, list[PassReport]]:
-    """The backend's pass list on a copy of `ep`, with one report per pass."""
-    return run_passes(ep, pass_names(backend), progress=progress)
+    """The backend's pass list on a copy of `ep`, with one report per pass (`configured`: see run_passes)."""
+    return run_passes(ep, pass_names(backend), progress=progress, configured=configured)
 
 
 def apply(ep: ExportedProgram, backend: str) -> ExportedProgram:

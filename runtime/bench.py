@@ -24,7 +24,7 @@ import numpy as np
 from vggt_et.cleanup import run_child
 from vggt_et.io_utils import write_json
 from vggt_et.runtime.adb import AdbDevice, AdbError, total_bytes
-from vggt_et.runtime.program import ProgramError, PteProgram, example_inputs
+from vggt_et.runtime.program import ProgramError, PteProgram, example_inputs, method_for_shapes
 
 REMOTE_ROOT = "/data/local/tmp/vggt-et"
 RUNNER_NAME = "vggt_et_runner"
@@ -277,13 +277,14 @@ def run_bench(
     timeout: float = 1800.0,
     weight_cache: bool = True,
     echo: Callable[[str], None] = print,
+    method: str | None = "forward",
 ) -> dict:
     """Runs the runner on the host (adb_serial None) or on device `adb_serial`; returns the bench report.
 
     The report has the contract keys plus `model, runner, pte_bytes, samples_ms, weight_cache,
     first_load_ms (the priming run's load, which packs the weights; null without weight_cache),
     check{ok, tolerance, outputs[{index, shape, max_abs, rel_l2}]}`. Raises BenchError, AdbError or
-    ProgramError (one line).
+    ProgramError (one line). `method=None`: the method whose inputs have the shapes of `inputs`.
     """
     model = Path(model)
     if iters < 1 or warmup < 0:
@@ -292,7 +293,11 @@ def run_bench(
         raise BenchError(f"--threads must be >= 1, got {threads}")
     runner_path = _resolve_runner(runner, adb_serial is not None)
     device = AdbDevice.connect(adb_serial, adb) if adb_serial is not None else None
-    reference = PteProgram(model)
+    if method is None:  # the method the inputs fit, as the runner picks it
+        if inputs is None:
+            raise BenchError("pass the inputs (or a method) to pick the method by their shapes")
+        method = method_for_shapes(model, [np.shape(a) for a in inputs])
+    reference = PteProgram(model, method)
     arrays = reference.check_inputs(inputs if inputs is not None else example_inputs(reference.inputs, seed))
     with tempfile.TemporaryDirectory(prefix="vggt-et-bench-") as temp:
         work = Path(temp)
@@ -383,6 +388,7 @@ def bench_command(
     json_path: str | None = None,
     weight_cache: bool = True,
     echo: Callable[[str], None] = print,
+    method: str = "forward",
 ) -> dict:
     """What `vggt-et bench` calls: exactly one of host / adb_serial; prints the table; raises USER_ERRORS."""
     if host == (adb_serial is not None):
@@ -396,6 +402,7 @@ def bench_command(
         json_path=json_path,
         weight_cache=weight_cache,
         echo=echo,
+        method=method,
     )
     echo(format_table(report))
     return report

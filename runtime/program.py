@@ -226,6 +226,34 @@ class PteProgram:
         self._program.write_etdump_result_to_file(str(path), str(path) + ".debug")
 
 
+def method_for_shapes(path: str | os.PathLike, shapes: Sequence[tuple[int, ...]]) -> str:
+    """The method of the `.pte` whose inputs have `shapes` (e.g. the frame count of a program with one method
+    per count), as the C++ runner picks it; ProgramError naming what the methods take if none does."""
+    from executorch.runtime import Runtime
+
+    path = Path(path)
+    if not path.is_file():
+        raise ProgramError(f"cannot open program '{path}': check the path")
+    try:
+        program = Runtime.get().load_program(path)
+    except RuntimeError as error:
+        raise ProgramError(f"cannot load program '{path}': {error}; re-export it") from None
+    taken = []
+    for name in sorted(program.method_names):
+        meta = program.metadata(name)
+        found = tuple(
+            tuple(int(d) for d in meta.input_tensor_meta(i).sizes()) for i in range(meta.num_inputs())
+        )
+        if not found:
+            continue
+        if found == tuple(tuple(s) for s in shapes):
+            return name
+        taken.append(f"{name} {list(found[0])}")
+    raise ProgramError(
+        f"inputs of shape {[list(s) for s in shapes]} fit no method of '{path}' ({', '.join(taken)})"
+    )
+
+
 def load_program(
     path: str | os.PathLike, method: str = "forward", *, threads: int | None = None
 ) -> PteProgram:

@@ -162,7 +162,7 @@ CASES = [
     Case(
         "run-images-count",
         ["run", "{pte}", "--images", "{dir}/a.jpg", "-o", "{dir}/o"],
-        "1 images",
+        "got 1",
         _images("a.jpg"),
     ),
     Case(

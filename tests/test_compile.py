@@ -135,6 +135,7 @@ def test_qnn_stages_before_the_partitioner_run_without_sdk(tmp_path_factory, mon
         (["--height", "30"], "not a positive multiple of 14"),
         (["--frames", "0"], "--frames must be at least 1"),
         (["--outputs", "depth,normals"], "unknown output normals"),
+        (["--attention-budget", "lots"], "--attention-budget"),
         (["-o", "/nonexistent-dir/x.pte"], "does not exist"),
     ],
 )

@@ -214,7 +214,20 @@ def _shape_options(f):
 @click.option("--no-rotation", is_flag=True, help="w4-fisher: skip the Hadamard rotation of the stream.")
 @click.option("--no-mixed-precision", is_flag=True, help="w4-fisher: every aggregator linear in 4 bit.")
 @click.option("--no-fisher-clip", is_flag=True, help="w4-fisher: skip Fisher-weighted weight clipping.")
+@click.option(
+    "--attention-budget",
+    default="64MiB",
+    show_default=True,
+    help="Most bytes one attention score matrix (and one DPT frame group) may take, e.g. 16MiB; "
+    "'none' writes attention out whole (memory grows with frames squared).",
+)
 @click.option("--soc", default=None, help="Qualcomm SoC for --backend qnn [default: SM8650].")
+@click.option(
+    "--max-frames",
+    type=int,
+    default=None,
+    help="One program taking any frame count 1..N (one method each, weights stored once); replaces --frames.",
+)
 @click.option("-o", "--output", required=True, help="Where to write the .pte.")
 @click.option("--report", default=None, help="Compile report JSON (default: OUTPUT with .json).")
 @click.option("--etrecord", default=None, help="Also write an ETRecord for ExecuTorch's Inspector.")
@@ -248,6 +261,12 @@ def compile(**kw) -> None:  # noqa: A001 - the command's name
         )
     }
     extra = {k: v for k, v in quant_flags.items() if v not in (None, False, ())}
+    from vggt_et.passes.bounded_attention import parse_budget
+
+    try:
+        kw["attention_budget"] = parse_budget(kw["attention_budget"])
+    except ValueError as exc:
+        raise UserError(f"--attention-budget: {exc}") from None
     options = CompileOptions(**kw, report=report_path, extra=extra)
     report = compile_model(options)
     rows = [(stage, seconds) for stage, seconds in report["stage_seconds"].items()]
@@ -356,7 +375,8 @@ class _VariadicImages(click.Command):
 )
 @click.option("-o", "--out-dir", default="vggt_out", show_default=True)
 @click.option("--threads", default=None, type=int)
-def run(model, images, intrinsics, out_dir, threads) -> None:
+@click.option("--frames", default=None, type=int, help="Frame count to run (default: the program's largest).")
+def run(model, images, intrinsics, out_dir, threads, frames) -> None:
     """Run a .pte on images: depth .npy + colour PNG per frame, points.ply.
 
     The output folder belongs to vggt-et: a re-run replaces the previous run's files; a folder holding
@@ -371,8 +391,7 @@ def run(model, images, intrinsics, out_dir, threads) -> None:
         checks.positive_int(threads, "--threads")
     checks.output_folder(out_dir, "-o")
     info = inference.program_info(model)
-    if images and len(images) != info.frames:
-        raise UserError(f"this program was compiled for {info.frames} frames, got {len(images)} images")
+    info = info.with_frames(len(images) if images else frames or info.frames)
     K = inference.parse_intrinsics(intrinsics, info.frames) if intrinsics else None
     planned = inference.planned_output_names(info, K is not None)
     folder = claim_output_folder(out_dir, "-o", "run", planned)
@@ -398,7 +417,8 @@ def run(model, images, intrinsics, out_dir, threads) -> None:
 @click.option("--against", default="eager", show_default=True, help="eager, or a .tflite file.")
 @click.option("--calib-data", default=None, help="BlendedMVS-layout folder (default: a synthetic scene).")
 @click.option("--json", "json_path", default=None)
-def compare(model, preset, checkpoint, random_weights, seed, against, calib_data, json_path) -> None:
+@click.option("--frames", default=None, type=int, help="Frame count to run (default: the program's largest).")
+def compare(model, preset, checkpoint, random_weights, seed, against, calib_data, json_path, frames) -> None:
     """Run the .pte and a reference on the same scene; print relative L2, max error, AbsRel, δ<1.25."""
     from vggt_et import checks, evaluate
     from vggt_et.inference import program_info
@@ -427,6 +447,7 @@ def compare(model, preset, checkpoint, random_weights, seed, against, calib_data
             },
         )
     info = program_info(model)
+    info.with_frames(frames or info.frames)  # refuses a count the program lacks before loading the model
     preset = preset or info.preset
     evaluate.check_shape_matches(info, preset)
     eager = (
@@ -434,7 +455,7 @@ def compare(model, preset, checkpoint, random_weights, seed, against, calib_data
         if against == "eager"
         else None
     )
-    report = evaluate.compare(model, eager, against=against, calib_data=calib_data, seed=seed)
+    report = evaluate.compare(model, eager, against=against, calib_data=calib_data, seed=seed, frames=frames)
     rows = [
         (name, m["rel_l2"], m["max_abs"], m.get("abs_rel", ""), m.get("delta1", ""))
         for name, m in report["outputs"].items()
@@ -458,7 +479,8 @@ def compare(model, preset, checkpoint, random_weights, seed, against, calib_data
 @click.option("--iters", default=10, show_default=True)
 @click.option("--threads", default=None, type=int)
 @click.option("--json", "json_path", default=None)
-def bench(model, host, adb_serial, runner, iters, threads, json_path) -> None:
+@click.option("--frames", default=None, type=int, help="Frame count to run (default: the program's largest).")
+def bench(model, host, adb_serial, runner, iters, threads, json_path, frames) -> None:
     """Benchmark a .pte with the C++ runner, locally or over adb; outputs checked against Python."""
     from vggt_et import checks
     from vggt_et.runtime import bench as bench_module
@@ -469,9 +491,14 @@ def bench(model, host, adb_serial, runner, iters, threads, json_path) -> None:
     if json_path:
         checks.output_file(json_path, "--json")
         checks.distinct_paths({"--json": json_path}, {"MODEL": model, "--runner": runner})
+    method = "forward"
+    if frames is not None:
+        from vggt_et.inference import program_info
+
+        method = program_info(model).with_frames(frames).method
     try:
         bench_module.bench_command(
-            model, host, adb_serial, runner, iters, threads, json_path, echo=click.echo
+            model, host, adb_serial, runner, iters, threads, json_path, echo=click.echo, method=method
         )
     except bench_module.USER_ERRORS as exc:
         raise UserError(str(exc)) from None

@@ -10,17 +10,25 @@ import copy
 import hashlib
 import platform
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from vggt_et.errors import UserError
-from vggt_et.export import ProgramShape, example_images, export_program, output_names, parse_outputs
+from vggt_et.export import (
+    ProgramShape,
+    bound_head_frames,
+    example_images,
+    export_program,
+    output_names,
+    parse_outputs,
+)
 from vggt_et.io_utils import atomic_write, write_json
 from vggt_et.lean_lowering import lean_lowering
-from vggt_et.lowering import BACKENDS, lower, require_qnn_sdk, to_executorch
+from vggt_et.lowering import BACKENDS, frame_method, lower, require_qnn_sdk, to_executorch
+from vggt_et.passes.bounded_attention import DEFAULT_ATTENTION_BUDGET, bound_attention
 from vggt_et.quantize import (
     check_calibration_data,
     int8_dynamic,
@@ -54,6 +62,10 @@ class CompileOptions:
     calib_data: str | None = None
     calib_samples: int | None = None  # None: DEFAULT_CALIB_SAMPLES
     etrecord: str | None = None
+    # Bytes one attention score matrix (and one DPT-head frame group) may take; None: today's whole form.
+    attention_budget: int | None = DEFAULT_ATTENTION_BUDGET
+    # One program taking any frame count 1..max_frames (one method each; replaces `frames`). None: `frames` only.
+    max_frames: int | None = None
     stop_before_lowering: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -142,12 +154,22 @@ def validate(options: CompileOptions) -> tuple[ProgramShape, tuple[str, ...]]:
     from vggt_et.model.presets import get_preset
 
     config = get_preset(options.preset)
-    shape = ProgramShape(options.frames, options.height, options.width, config.patch_size)
+    if options.max_frames is not None:
+        if options.max_frames < 1:
+            raise UserError(f"--max-frames must be at least 1, got {options.max_frames}")
+        if options.backend == "tflite" or options.stop_before_lowering:
+            raise UserError("--max-frames writes a multi-method .pte: use --backend xnnpack, qnn or portable")
+    frames = options.max_frames or options.frames
+    shape = ProgramShape(frames, options.height, options.width, config.patch_size)
     outputs = parse_outputs(options.outputs)
     if options.backend not in BACKENDS:
         raise UserError(f"unknown backend {options.backend!r}; choose {', '.join(BACKENDS)}")
     if options.quant not in QUANT_SCHEMES:
         raise UserError(f"unknown --quant {options.quant!r}; choose one of {', '.join(QUANT_SCHEMES)}")
+    if options.attention_budget is not None and options.attention_budget < 1:
+        raise UserError(
+            f"--attention-budget must be a positive size or 'none', got {options.attention_budget}"
+        )
     _refuse_unused_flags(options)
     _check_paths(options)
     from vggt_et.model.loading import check_model_source
@@ -221,6 +243,8 @@ def compile_model(options: CompileOptions, *, quiet: bool = False) -> dict[str, 
         )
         if options.quant == "fp16":
             model = model.half()
+        itemsize = 2 if options.quant == "fp16" else 4
+        report["head_frames"] = bound_head_frames(model, shape, options.attention_budget, itemsize)
         report["weight_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
     layer_bits = None
     if options.quant == "w4-fisher":
@@ -228,22 +252,40 @@ def compile_model(options: CompileOptions, *, quiet: bool = False) -> dict[str, 
 
         with clock.stage("w4-fisher", "rotation, Fisher, 4/8-bit plan, clipping"):
             layer_bits, report["w4_fisher"] = w4_fisher_stage(model, options, shape, outputs)
-    with clock.stage(
-        "export", f"{shape.frames} frames {shape.height}x{shape.width}, outputs {','.join(outputs)}"
-    ):
-        # QNN's HTP wants rank <= 4 everywhere: its programs take [S, 3, H, W] and drop the batch dim.
-        dtype = torch.float16 if options.quant == "fp16" else None
-        ep = export_program(model, shape, outputs, dtype=dtype, batch_dim=options.backend != "qnn")
-    del model
     from vggt_et.passes import apply_with_report
 
-    pass_backend = "xnnpack" if options.backend == "portable" else options.backend
-    with clock.stage("passes", pass_backend):
-        ep, pass_reports = apply_with_report(ep, pass_backend, progress=not quiet)
-    report["passes"] = [{"name": r.name, "changed": r.changed, "matches": r.matches} for r in pass_reports]
-    if options.quant in ("int8", "w4", "w4-fisher"):
-        with clock.stage("quantize", options.quant):
-            ep = quantization_stage(ep, options, shape, report, layer_bits=layer_bits)
+    def build(model: torch.nn.Module, shape: ProgramShape):
+        """Export, passes and quantization of the program for `shape` (one method of the .pte)."""
+        with clock.stage(
+            "export", f"{shape.frames} frames {shape.height}x{shape.width}, outputs {','.join(outputs)}"
+        ):
+            # QNN's HTP wants rank <= 4 everywhere: its programs take [S, 3, H, W] and drop the batch dim.
+            dtype = torch.float16 if options.quant == "fp16" else None
+            ep = export_program(model, shape, outputs, dtype=dtype, batch_dim=options.backend != "qnn")
+        pass_backend = "xnnpack" if options.backend == "portable" else options.backend
+        with clock.stage("passes", pass_backend):
+            budget = options.attention_budget
+            ep, pass_reports = apply_with_report(
+                ep,
+                pass_backend,
+                progress=not quiet,
+                configured={"bound_attention": lambda e: bound_attention(e, budget)},
+            )
+        report["passes"] = [
+            {"name": r.name, "changed": r.changed, "matches": r.matches} for r in pass_reports
+        ]
+        if options.quant in ("int8", "w4", "w4-fisher"):
+            with clock.stage("quantize", options.quant):
+                ep = quantization_stage(ep, options, shape, report, layer_bits=layer_bits)
+        return ep
+
+    # One method per frame count with --max-frames (the largest is "forward"), else "forward" alone.
+    counts = range(1, shape.frames + 1) if options.max_frames else [shape.frames]
+    methods = {k: frame_method(k, shape.frames) for k in counts}
+    programs = {methods[k]: build(model, replace(shape, frames=k)) for k in counts}
+    report["frame_methods"] = {str(k): name for k, name in methods.items()}
+    del model
+    ep = programs["forward"] if len(programs) == 1 else programs
     if options.stop_before_lowering:
         with clock.stage("save", "exported program (stopped before lowering)"):
             _save_exported(options.output, ep)
@@ -256,7 +298,8 @@ def compile_model(options: CompileOptions, *, quiet: bool = False) -> dict[str, 
         with clock.stage("write"):
             atomic_write(options.output, lambda f: f.write(data))
         return _finish(report, clock, options, lowered=None)
-    metadata = {k: report[k] for k in ("preset", "backend", "quant", "input_shape", "outputs")}
+    keys = ("preset", "backend", "quant", "input_shape", "outputs", "frame_methods")
+    metadata = {k: report[k] for k in keys}
     # Lowering and writing share one scratch folder for the spilled weight blobs (lean_lowering.py).
     with lean_lowering(Path(options.output).resolve().parent, spill=not options.etrecord) as spilled:
         with clock.stage("lower", f"to_edge_transform_and_lower ({options.backend})"):

@@ -74,11 +74,14 @@ def compare(
     against: str = "eager",
     calib_data: str | None = None,
     seed: int = 0,
+    frames: int | None = None,
 ) -> dict[str, Any]:
-    """The compare report: per output rel_l2 / max_abs (/ abs_rel, delta1 for depth) vs the reference."""
+    """The compare report: per output rel_l2 / max_abs (/ abs_rel, delta1 for depth) vs the reference, on a
+    scene of `frames` frames (default: the program's largest count)."""
     from vggt_et.runtime.metrics import tensor_metrics
 
     info = program_info(pte)
+    info = info.with_frames(frames or info.frames)
     images, truth, source = scene_inputs(info, calib_data, seed)
     ours = run_program(pte, images)
     if against == "eager":

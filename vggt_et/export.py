@@ -111,6 +111,22 @@ class VGGTProgram(nn.Module):
         return tuple(results)
 
 
+OFFICIAL_HEAD_FRAMES = 8  # the official DPT head's frames_chunk_size
+
+
+def bound_head_frames(model: nn.Module, shape: ProgramShape, budget: int | None, itemsize: int = 4) -> int:
+    """Sets the DPT heads' frame group to the most frames whose full-resolution map fits `budget` bytes (at
+    least 1; the official 8 when there is no budget) and returns it. Results do not depend on the group."""
+    heads = [h for h in (model.depth_head, model.point_head) if h is not None]
+    group = OFFICIAL_HEAD_FRAMES
+    if budget is not None and heads:
+        per_frame = max(h.full_resolution_bytes(shape.height, shape.width, itemsize) for h in heads)
+        group = max(1, budget // per_frame)
+    for head in heads:
+        head.frames_chunk_size = group
+    return group
+
+
 def example_images(shape: ProgramShape, seed: int = 0, batch_dim: bool = True) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(shape.program_input_shape(batch_dim), generator=generator)

@@ -4,7 +4,7 @@ person wants to look at (depth .npy and colour PNG per frame, a PLY point cloud)
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +26,43 @@ class ProgramInfo:
     quant: str
     input_shape: tuple[int, ...]
     outputs: tuple[str, ...]
+    # Frame count → method; {frames: "forward"} for a fixed-shape program (older programs record none).
+    frame_methods: dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.frame_methods:
+            object.__setattr__(self, "frame_methods", {self.input_shape[-4]: "forward"})
 
     @property
     def frames(self) -> int:
         return self.input_shape[-4]
+
+    @property
+    def frame_counts(self) -> tuple[int, ...]:
+        return tuple(sorted(self.frame_methods))
+
+    def accepted_frames(self) -> str:
+        counts = self.frame_counts
+        if len(counts) == 1:
+            return f"{counts[0]} frames"
+        contiguous = counts == tuple(range(counts[0], counts[-1] + 1))
+        return f"{counts[0]}..{counts[-1]} frames" if contiguous else f"{', '.join(map(str, counts))} frames"
+
+    @property
+    def method(self) -> str:
+        """The method that runs `frames` frames."""
+        return self.frame_methods[self.frames]
+
+    def with_frames(self, frames: int) -> ProgramInfo:
+        """This program seen at `frames` frames (its method and input shape); refuses counts it lacks."""
+        if frames not in self.frame_methods:
+            raise UserError(
+                f"this program takes {self.accepted_frames()}, got {frames}; "
+                f"compile with --max-frames {max(frames, self.frames)} for more"
+            )
+        shape = list(self.input_shape)
+        shape[-4] = frames
+        return replace(self, input_shape=tuple(shape))
 
     @property
     def height(self) -> int:
@@ -59,19 +92,25 @@ def program_info(path: str | Path) -> ProgramInfo:
             f"{path} is not a vggt-et program ({exc}); compile it with `vggt-et compile`"
         ) from None
     meta = json.loads(bytes(np.asarray(raw, dtype=np.uint8)).decode())
+    methods = {int(k): v for k, v in meta.get("frame_methods", {}).items()}
     return ProgramInfo(
-        meta["preset"], meta["backend"], meta["quant"], tuple(meta["input_shape"]), tuple(meta["outputs"])
+        meta["preset"],
+        meta["backend"],
+        meta["quant"],
+        tuple(meta["input_shape"]),
+        tuple(meta["outputs"]),
+        methods,
     )
 
 
 def run_program(path: str | Path, images: np.ndarray, *, threads: int | None = None) -> dict[str, np.ndarray]:
-    """images [1, S, 3, H, W] float32 in [0, 1] → {output name: array}."""
+    """images [1, S, 3, H, W] float32 in [0, 1] → {output name: array}, by the method for S frames."""
     from vggt_et.runtime.program import ProgramError, PteProgram
 
-    info = program_info(path)
+    info = program_info(path).with_frames(images.shape[-4])
     inputs = np.ascontiguousarray(images.reshape(info.input_shape), dtype=np.float32)
     try:
-        arrays = PteProgram(path, threads=threads).run([inputs])
+        arrays = PteProgram(path, info.method, threads=threads).run([inputs])
     except ProgramError as exc:
         raise UserError(str(exc)) from None
     if not info.batch_dim:
@@ -83,8 +122,8 @@ def load_images(paths: list[str], info: ProgramInfo) -> np.ndarray:
     """Official preprocessing (crop mode) to the program's compiled shape → [1, S, 3, H, W]."""
     from vggt_et.data.preprocess import load_images_to_shape
 
-    if len(paths) != info.frames:
-        raise UserError(f"this program was compiled for {info.frames} frames, got {len(paths)} images")
+    if len(paths) not in info.frame_methods:
+        raise UserError(f"this program takes {info.accepted_frames()}, got {len(paths)} images")
     tensor, _ = load_images_to_shape(paths, info.height, info.width)
     return tensor.unsqueeze(0).numpy().astype(np.float32)
 

@@ -29,6 +29,12 @@ def require_qnn_sdk() -> Path:
     return Path(root)
 
 
+def frame_method(frames: int, max_frames: int) -> str:
+    """Method name for `frames` in a program taking 1..max_frames: "forward" for the largest (so tools that
+    run "forward" get the full program), "forward_<frames>" for the others."""
+    return "forward" if frames == max_frames else f"forward_{frames}"
+
+
 def metadata_tensor(metadata: dict[str, Any]) -> torch.Tensor:
     return torch.tensor(list(json.dumps(metadata, sort_keys=True).encode()), dtype=torch.uint8)
 
@@ -65,8 +71,11 @@ def _qnn_partitioner(soc: str):  # pragma: no cover - needs the Qualcomm SDK
     return QnnPartitioner(specs)
 
 
-def lower(ep: ExportedProgram, backend: str, soc: str, metadata: dict[str, Any]):
-    """to_edge_transform_and_lower with the backend's partitioner; returns the EdgeProgramManager."""
+def lower(ep: ExportedProgram | dict[str, ExportedProgram], backend: str, soc: str, metadata: dict[str, Any]):
+    """to_edge_transform_and_lower with the backend's partitioner; returns the EdgeProgramManager.
+
+    A {method: program} dict gives a multi-method .pte; XNNPACK stores equal weights once (NamedDataStore
+    keys are SHA-256 of the bytes)."""
     import executorch.kernels.quantized  # noqa: F401 - out variants of q/dq ops a backend leaves outside
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 

@@ -13,7 +13,7 @@ enum class OutputFormat { kNpy, kRaw };
 
 struct Options {
   std::string model_path;
-  std::string method = "forward";
+  std::string method;  // empty: the method whose input shapes the --input files fit ("forward" if one)
   std::vector<std::string> inputs;  // one file per program input, .npy or raw bytes
   std::string output_dir;           // empty: outputs are not written
   OutputFormat output_format = OutputFormat::kNpy;

@@ -4,6 +4,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -106,6 +107,55 @@ std::string meta_json(const MethodMeta& meta) {
   tensor_list("outputs", meta.num_outputs(), false);
   json << "}";
   return json.str();
+}
+
+// Without --method: the method whose inputs the files fit (shape for .npy, size for raw bytes), so a
+// program with one method per frame count runs the count the inputs have. With one candidate method its
+// own input check reports any mismatch; with several and no fit, the message lists what they take.
+std::string choose_method(Module& module, const Options& options, const std::vector<HostTensor>& inputs) {
+  if (!options.method.empty()) {
+    return options.method;
+  }
+  auto all = module.method_names();
+  if (!all.ok() || inputs.empty()) {
+    return "forward";
+  }
+  std::vector<std::string> names(all->begin(), all->end());
+  std::sort(names.begin(), names.end());
+  std::vector<std::string> candidates;
+  std::string accepted;
+  for (const std::string& name : names) {
+    auto meta = module.method_meta(name);
+    if (!meta.ok() || meta->num_inputs() != inputs.size()) {
+      continue;
+    }
+    bool fits = true;
+    std::vector<int64_t> first_shape;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      auto info = meta->input_tensor_meta(i);
+      if (!info.ok()) {
+        fits = false;
+        break;
+      }
+      const std::vector<int64_t> shape = meta_shape(*info);
+      if (i == 0) {
+        first_shape = shape;
+      }
+      fits = fits && (inputs[i].has_shape ? inputs[i].shape == shape : inputs[i].bytes.size() == info->nbytes());
+    }
+    if (fits) {
+      return name;
+    }
+    candidates.push_back(name);
+    accepted += (accepted.empty() ? "" : ", ") + name + " " + shape_to_string(first_shape);
+  }
+  if (candidates.size() <= 1) {
+    return candidates.empty() ? "forward" : candidates[0];
+  }
+  const std::string given = inputs[0].has_shape ? "shape " + shape_to_string(inputs[0].shape)
+                                                 : std::to_string(inputs[0].bytes.size()) + " bytes";
+  throw UsageError{"input 0 ('" + options.inputs[0] + "') has " + given +
+                   ", which no method of this program takes (" + accepted + "); give inputs of one of those shapes"};
 }
 
 // Checks input file `index` (already read) against the method's expectation; the TensorPtr takes the bytes.
@@ -245,7 +295,8 @@ int run_checked(const Options& options) {
     throw UsageError{"cannot load program '" + options.model_path + "': " + error_text(load_error) +
                      "; the file is truncated or not a .pte, re-export it"};
   }
-  auto meta = module.method_meta(options.method);
+  const std::string method = choose_method(module, options, host_inputs);
+  auto meta = module.method_meta(method);
   if (!meta.ok()) {
     std::string names;
     if (auto all = module.method_names(); all.ok()) {
@@ -253,7 +304,7 @@ int run_checked(const Options& options) {
         names += (names.empty() ? "" : ", ") + name;
       }
     }
-    throw UsageError{"program has no method '" + options.method + "' (it has: " + names + "); pass --method"};
+    throw UsageError{"program has no method '" + method + "' (it has: " + names + "); pass --method"};
   }
   if (options.print_meta) {
     std::printf("%s\n", meta_json(*meta).c_str());
@@ -262,7 +313,7 @@ int run_checked(const Options& options) {
 
   const size_t input_count = meta->num_inputs();
   if (options.inputs.size() != input_count) {
-    throw UsageError{"method '" + options.method + "' takes " + std::to_string(input_count) + " inputs but " +
+    throw UsageError{"method '" + method + "' takes " + std::to_string(input_count) + " inputs but " +
                      std::to_string(options.inputs.size()) + " --input files were given (see --print-meta)"};
   }
   std::vector<TensorPtr> input_tensors;
@@ -277,9 +328,9 @@ int run_checked(const Options& options) {
     inputs.emplace_back(*input_tensors.back());
   }
 
-  const Error method_error = module.load_method(options.method);
+  const Error method_error = module.load_method(method);
   if (method_error != Error::Ok) {
-    throw RuntimeFailure("cannot load method '" + options.method + "': " + error_text(method_error) +
+    throw RuntimeFailure("cannot load method '" + method + "': " + error_text(method_error) +
                          " (missing operator or backend? the log above names it)");
   }
   const double load_ms = elapsed_ms(load_start);
@@ -289,7 +340,7 @@ int run_checked(const Options& options) {
   std::vector<EValue> outputs;
   for (int i = 0; i < options.warmup + options.iters; ++i) {
     const Clock::time_point start = Clock::now();
-    auto result = module.execute(options.method, inputs);
+    auto result = module.execute(method, inputs);
     const double took = elapsed_ms(start);
     if (!result.ok()) {
       throw RuntimeFailure("execution " + std::to_string(i) + " failed: " + error_text(result.error()));

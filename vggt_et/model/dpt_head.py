@@ -125,6 +125,7 @@ class DPTHead(nn.Module):
         pos_embed: bool = True,
         feature_only: bool = False,
         down_ratio: int = 1,
+        frames_chunk_size: int | None = 8,
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
@@ -133,6 +134,7 @@ class DPTHead(nn.Module):
         self.pos_embed = pos_embed
         self.feature_only = feature_only
         self.down_ratio = down_ratio
+        self.frames_chunk_size: int | None = frames_chunk_size
         self.intermediate_layer_idx = tuple(intermediate_layer_idx)
         self.norm = nn.LayerNorm(dim_in)
         self.projects = nn.ModuleList(
@@ -181,9 +183,33 @@ class DPTHead(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """(values [B, S, H, W, C], conf [B, S, H, W]), or features [B, S, C', H/r, W/r] if feature_only.
 
-        Frames are folded into the batch; the official head's 8-frame chunking is a memory
-        optimisation with identical results, left out here.
+        Frames go through in groups of `frames_chunk_size` (None: all at once), like the official head's
+        chunks of 8: every frame is computed on its own, so the results are identical, and the
+        full-resolution feature maps of only one group are alive at a time.
         """
+        frames = images.shape[1]
+        group = self.frames_chunk_size or frames
+        if group >= frames:
+            return self._forward_frames(aggregated_tokens_list, images, patch_start_idx)
+        parts = [
+            self._forward_frames(
+                [t[:, start : start + group] for t in aggregated_tokens_list],
+                images[:, start : start + group],
+                patch_start_idx,
+            )
+            for start in range(0, frames, group)
+        ]
+        if self.feature_only:
+            return torch.cat(parts, dim=1)
+        return torch.cat([p[0] for p in parts], dim=1), torch.cat([p[1] for p in parts], dim=1)
+
+    def full_resolution_bytes(self, height: int, width: int, itemsize: int = 4) -> int:
+        """Bytes of one frame's widest full-resolution feature map (what a frame group costs per frame)."""
+        return self.scratch.refinenet1.out_conv.out_channels * height * width * itemsize
+
+    def _forward_frames(
+        self, aggregated_tokens_list: list[torch.Tensor], images: torch.Tensor, patch_start_idx: int
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         batch, frames, _, height, width = images.shape
         grid_h, grid_w = height // self.patch_size, width // self.patch_size
         levels = []

@@ -1,0 +1,234 @@
+"""Memory and latency against the frame count: today's attention form and the bounded one, side by side.
+
+    python benchmarks/frames_scaling.py                                   # vggt-1b, S = 1,2,4,8,16, fp32 + w4
+    python benchmarks/frames_scaling.py --frames 2,4,8 --quant fp32 --forms none,64MiB
+    python benchmarks/frames_scaling.py --preset tiny --height 336 --width 336 --forms none,4MiB
+
+For each (quant, frame count, attention form) it compiles VGGT (random weights, depth, XNNPACK) with
+`vggt-et compile --attention-budget FORM` ('none' is today's whole attention), runs the program once with the
+C++ host runner (a priming run that writes XNNPACK's packed-weight cache, then the measured run, as
+`vggt-et bench` does) and prints compile time, .pte size, latency, latency per frame, the runner's peak RSS
+and activations = peak RSS - .pte - the runner's own baseline (its peak RSS on a tiny program less that
+program). ExecuTorch's memory plan does not see inside the XNNPACK delegate, so the process is measured.
+Rows are written to OUT/rows.json as they finish (a stopped run keeps its rows; --resume skips them) and a
+PNG plot of peak RSS and latency against S goes to OUT/frames_scaling.png.
+
+Every compile and run takes the machine-wide lock file (--lock), so heavy runs never overlap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import machine
+
+MIB = 2**20
+
+
+def _locked(lock: str | None, argv: list[str]) -> list[str]:
+    return (["flock", lock] if lock else []) + ["nice", "-n", "10", *argv]
+
+
+def _compile(args, out: Path, frames: int, quant: str, form: str) -> dict:
+    pte = out / f"{args.preset}-{quant}-{form}-s{frames}.pte"
+    report = pte.with_suffix(".json")
+    if not (args.resume and pte.is_file() and report.is_file()):
+        argv = [sys.executable, "-m", "vggt_et.cli", "compile", "--preset", args.preset, "--random-weights"]
+        argv += ["--frames", str(frames), "--height", str(args.height), "--width", str(args.width)]
+        argv += ["--outputs", "depth", "--quant", quant, "--attention-budget", form]
+        argv += ["-o", str(pte), "--report", str(report)]
+        print("$ " + " ".join(argv), file=sys.stderr, flush=True)
+        subprocess.run(_locked(args.lock, argv), check=True, stdout=sys.stderr)
+    data = json.loads(report.read_text())
+    data["pte"] = pte
+    return data
+
+
+def _run(args, runner: Path, pte: Path, frames: int, work: Path) -> dict:
+    """Priming run (packs weights into the cache) and the measured run; returns the measured run's JSON."""
+    images = np.random.default_rng(0).random((1, frames, 3, args.height, args.width), dtype=np.float32)
+    work.mkdir(parents=True, exist_ok=True)
+    np.save(work / "images.npy", images)
+    cache = work / "weights.xnncache"
+    cache.unlink(missing_ok=True)
+    stats = work / "stats.json"
+    for _ in range(2):
+        argv = [str(runner), "--model", str(pte), "--input", str(work / "images.npy"), "--iters", "1"]
+        argv += ["--warmup", "0", "--json", str(stats), "--xnnpack-cache", str(cache)]
+        if args.threads:
+            argv += ["--threads", str(args.threads)]
+        subprocess.run(_locked(args.lock, argv), check=True, stdout=subprocess.DEVNULL, timeout=args.timeout)
+    cache.unlink(missing_ok=True)
+    return json.loads(stats.read_text())
+
+
+def _baseline(args, runner: Path, out: Path) -> int:
+    """The runner's own resident memory: its peak RSS on a tiny program, less that program's size."""
+    pte = out / "baseline-tiny.pte"
+    if not pte.is_file():
+        argv = [sys.executable, "-m", "vggt_et.cli", "compile", "--preset", "tiny", "--random-weights"]
+        argv += ["--frames", "1", "--height", "28", "--width", "28", "-o", str(pte)]
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    images = np.random.default_rng(0).random((1, 1, 3, 28, 28), dtype=np.float32)
+    np.save(out / "baseline.npy", images)
+    argv = [str(runner), "--model", str(pte), "--input", str(out / "baseline.npy"), "--iters", "1"]
+    argv += ["--warmup", "0", "--json", str(out / "baseline.json")]
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return json.loads((out / "baseline.json").read_text())["peak_rss_bytes"] - pte.stat().st_size
+
+
+def _row(quant: str, form: str, frames: int, report: dict, stats: dict, baseline: int) -> dict:
+    latency = stats["latency_ms"]["median"] / 1000
+    rss = stats["peak_rss_bytes"]
+    return {
+        "quant": quant,
+        "form": form,
+        "frames": frames,
+        "compile_s": report["total_seconds"],
+        "pte_mib": report["pte_bytes"] / MIB,
+        "latency_s": latency,
+        "latency_per_frame_s": latency / frames,
+        "peak_rss_mib": rss / MIB,
+        "activations_mib": (rss - report["pte_bytes"] - baseline) / MIB,
+    }
+
+
+HEADER = ["quant", "form", "S", "compile s", ".pte MiB", "latency s", "s/frame", "peak RSS MiB", "activ. MiB"]
+
+
+def format_rows(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    for r in rows:
+        cells = [
+            r["quant"],
+            r["form"],
+            str(r["frames"]),
+            f"{r['compile_s']:.0f}",
+            f"{r['pte_mib']:.0f}",
+            f"{r['latency_s']:.2f}",
+            f"{r['latency_per_frame_s']:.2f}",
+            f"{r['peak_rss_mib']:.0f}",
+            f"{r['activations_mib']:.0f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ratios(rows: list[dict]) -> list[str]:
+    """Bounded vs today at equal (quant, S), and the per-frame activation increments of each form."""
+    out = []
+    index = {(r["quant"], r["form"], r["frames"]): r for r in rows}
+    for (quant, form, frames), r in sorted(index.items()):
+        today = index.get((quant, "none", frames))
+        if form != "none" and today:
+            out.append(
+                f"{quant} S={frames}: {form} / today: latency {r['latency_s'] / today['latency_s']:.3f}x, "
+                f"peak RSS {r['peak_rss_mib'] / today['peak_rss_mib']:.3f}x"
+            )
+    for quant, form in sorted({(r["quant"], r["form"]) for r in rows}):
+        series = sorted(
+            (r["frames"], r["activations_mib"]) for r in rows if (r["quant"], r["form"]) == (quant, form)
+        )
+        steps = [
+            f"S {a}->{b}: {(y - x) / (b - a):.0f} MiB/frame"
+            for (a, x), (b, y) in zip(series, series[1:], strict=False)
+        ]
+        if steps:
+            out.append(f"{quant} {form} activation increment: " + "; ".join(steps))
+    return out
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_rss, ax_lat) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for quant, form in sorted({(r["quant"], r["form"]) for r in rows}):
+        series = sorted(
+            (r for r in rows if (r["quant"], r["form"]) == (quant, form)), key=lambda r: r["frames"]
+        )
+        s = [r["frames"] for r in series]
+        label = f"{quant}, attention {'whole (today)' if form == 'none' else form}"
+        style = "--" if form == "none" else "-"
+        ax_rss.plot(s, [r["peak_rss_mib"] / 1024 for r in series], style, marker="o", label=label)
+        ax_lat.plot(s, [r["latency_s"] for r in series], style, marker="o", label=label)
+    ax_rss.set(xlabel="frames S", ylabel="runner peak RSS (GiB)", title="memory")
+    ax_lat.set(xlabel="frames S", ylabel="latency (s)", title="latency")
+    for ax in (ax_rss, ax_lat):
+        ax.set_xscale("log", base=2)
+        ax.grid(alpha=0.3)
+    ax_rss.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--preset", default="vggt-1b")
+    parser.add_argument("--height", type=int, default=518)
+    parser.add_argument("--width", type=int, default=518)
+    parser.add_argument(
+        "--frames", default="1,2,4,8,16", help="Comma list of frame counts, run in this order."
+    )
+    parser.add_argument("--quant", default="fp32,w4")
+    parser.add_argument("--forms", default="none,64MiB", help="Attention budgets; 'none' is today's form.")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=3600.0, help="Seconds per runner run.")
+    parser.add_argument("--lock", default="/tmp/vggt-heavy.lock", help="flock file ('' for none).")
+    parser.add_argument("--out", default="frames_scaling_out")
+    parser.add_argument("--resume", action="store_true", help="Reuse programs and rows already in --out.")
+    parser.add_argument("--keep-pte", action="store_true", help="Keep the programs (GiBs each).")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from vggt_et.runtime.runner_build import build_runner
+
+    runner = build_runner("host")
+    baseline = _baseline(args, runner, out)
+    rows_path = out / "rows.json"
+    rows = json.loads(rows_path.read_text()) if args.resume and rows_path.is_file() else []
+    done = {(r["quant"], r["form"], r["frames"]) for r in rows}
+    title = f"{args.preset} depth {args.height}x{args.width}, XNNPACK, C++ host runner, {args.threads} threads; {machine()}"
+    print(f"# {title}\n# runner baseline {baseline / MIB:.0f} MiB", flush=True)
+    for quant in args.quant.split(","):
+        for frames in (int(s) for s in args.frames.split(",")):
+            for form in args.forms.split(","):
+                if (quant, form, frames) in done:
+                    continue
+                start = time.perf_counter()
+                try:
+                    report = _compile(args, out, frames, quant, form)
+                    stats = _run(args, runner, report["pte"], frames, out / "run")
+                except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+                    print(
+                        f"# {quant} {form} S={frames} failed after {time.perf_counter() - start:.0f} s: {error}"
+                    )
+                    continue
+                finally:
+                    pte = out / f"{args.preset}-{quant}-{form}-s{frames}.pte"
+                    if not args.keep_pte:
+                        pte.unlink(missing_ok=True)
+                rows.append(_row(quant, form, frames, report, stats, baseline))
+                rows_path.write_text(json.dumps(rows, indent=1))
+                print(format_rows(rows[-1:]).splitlines()[-1], flush=True)
+                plot(rows, out / "frames_scaling.png", title)
+    print(f"\n# {title}\n# runner baseline {baseline / MIB:.0f} MiB\n" + format_rows(rows))
+    print("\n".join(ratios(rows)))
+    plot(rows, out / "frames_scaling.png", title)
+    print(f"plot: {out / 'frames_scaling.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""Split `aten.scaled_dot_product_attention` into blocks whose score matrices fit a byte budget.
+
+Written out as bmm + softmax (sdpa.py), an attention materialises its scores `[*lead, N, M]` and their softmax
+at once; for long sequences that dominates a program's memory (it grows with the square of the sequence).
+Softmax is per query row, so attending with a block of query rows (and a group of heads or batch entries) gives
+exactly the rows of the full result: this pass replaces each SDPA whose score matrix exceeds `budget` bytes by
+SDPAs on slices of q (rows, heads, batch) and of k, v, mask (heads, batch), concatenated back. No online
+softmax, no approximation. Run it before `decompose_sdpa`, which then writes out each block; the blocks are
+emitted one after the other, so a backend that plans memory by liveness (XNNPACK) reuses one block's space.
+
+`is_causal` becomes an explicit (constant) mask, sliced per block; constant masks are sliced here, others
+with `slice` nodes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from dataclasses import dataclass
+
+import torch
+from torch.export import ExportedProgram
+from torch.fx import Node
+
+from .graph_utils import PassError, add_constant, const_kind_of, constant_value, emit, finalize, static_shape
+from .sdpa import SDPA_OPS, _arg
+
+aten = torch.ops.aten
+
+# Default for phones: 64 MiB per score matrix (its softmax needs as much again), against the gigabytes
+# of a multi-view global attention written out whole.
+DEFAULT_ATTENTION_BUDGET = 64 * 2**20
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 2**10,
+    "kb": 10**3,
+    "kib": 2**10,
+    "m": 2**20,
+    "mb": 10**6,
+    "mib": 2**20,
+    "g": 2**30,
+    "gb": 10**9,
+    "gib": 2**30,
+}
+
+
+def parse_budget(text: str | int | None) -> int | None:
+    """'64MiB' / '512KiB' / '1GB' / 1048576 → bytes; 'none' (or None) → None: attention left whole."""
+    if text is None or isinstance(text, int):
+        if isinstance(text, int) and text < 1:
+            raise ValueError(f"attention budget must be positive, got {text}")
+        return text
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if text.strip().lower() == "none":
+        return None
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"attention budget {text!r} is not a size like 64MiB, 512KiB, 1GiB or 'none'")
+    size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if size < 1:
+        raise ValueError(f"attention budget must be positive, got {text!r}")
+    return size
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """Per dim of the scores' leading dims + query rows: the [start, end) ranges of the blocks."""
+
+    ranges: tuple[tuple[tuple[int, int], ...], ...]
+
+    @property
+    def blocks(self) -> int:
+        return math.prod(len(r) for r in self.ranges)
+
+
+def _even_ranges(size: int, most: int) -> tuple[tuple[int, int], ...]:
+    """[0, size) in the fewest pieces of at most `most`, as even as possible."""
+    pieces = math.ceil(size / most)
+    step = math.ceil(size / pieces)
+    return tuple((s, min(s + step, size)) for s in range(0, size, step))
+
+
+def plan_blocks(lead: list[int], n: int, m: int, itemsize: int, budget: int) -> BlockPlan:
+    """Blocks of query rows, then of the leading dims from the innermost (heads) out, so that one block's
+    scores `[*lead_block, n_block, m]` take at most `budget` bytes (one row at the least)."""
+    capacity = max(1, budget // (m * itemsize))  # score rows a block may hold
+    ranges = []
+    for size in [n, *reversed(lead)]:
+        if size <= capacity:
+            ranges.append(((0, size),))
+            capacity //= size
+        else:
+            ranges.append(_even_ranges(size, capacity))
+            capacity = 1
+    return BlockPlan(tuple(reversed(ranges)))
+
+
+def _score_bytes(q_shape: list[int], m: int, dtype: torch.dtype) -> int:
+    return math.prod(q_shape[:-1]) * m * dtype.itemsize
+
+
+def _slice(ep: ExportedProgram, like: Node, x: Node, cuts: dict[int, tuple[int, int]]) -> Node:
+    """x sliced to `cuts` {dim: (start, end)}; a constant is sliced now and stored (reused when equal)."""
+    shape = static_shape(x)
+    cuts = {d: r for d, r in cuts.items() if r != (0, shape[d]) and shape[d] != 1}
+    if not cuts:
+        return x
+    consts = const_kind_of(ep)
+    if x.op == "placeholder" and x.name in consts:
+        value = constant_value(ep, consts[x.name])
+        for d, (start, end) in cuts.items():
+            value = value.narrow(d, start, end - start)
+        return add_constant(ep, value, "_attention_block_mask")
+    for d, (start, end) in sorted(cuts.items()):
+        x = emit(ep.graph, aten.slice.Tensor, (x, d, start, end), like=like)
+    return x
+
+
+def _causal_mask(ep: ExportedProgram, n: int, m: int) -> Node:
+    return add_constant(ep, torch.ones(n, m, dtype=torch.bool).tril(), "_attention_causal_mask")
+
+
+def _rewrite(ep: ExportedProgram, node: Node, plan: BlockPlan, q, k, v, mask, scale) -> Node:
+    """Emits the blocks in order (nested cats: rows innermost) and returns the node of the joined output."""
+    graph = ep.graph
+    rank = len(plan.ranges) + 1  # lead dims + rows + head dim
+    mask_rank = 0 if mask is None else mask.meta["val"].dim()
+    kv_blocks: dict[tuple, tuple[Node, Node]] = {}
+
+    def join(level: int, chosen: tuple[tuple[int, int], ...]) -> Node:
+        if level == len(plan.ranges):
+            lead_cuts = {d: r for d, r in enumerate(chosen[:-1])}
+            row_cut = chosen[-1]
+            qb = _slice(ep, node, q, {**lead_cuts, rank - 2: row_cut})
+            key = tuple(chosen[:-1])
+            if key not in kv_blocks:  # one k, v slice per head group, shared by its row blocks
+                kv_blocks[key] = (_slice(ep, node, k, lead_cuts), _slice(ep, node, v, lead_cuts))
+            kb, vb = kv_blocks[key]
+            mb = None
+            if mask is not None:
+                shift = rank - mask_rank  # mask dims align with the scores' from the right
+                cuts = {d - shift: r for d, r in enumerate(chosen) if d - shift >= 0}
+                mb = _slice(ep, node, mask, cuts)
+            args = (qb, kb, vb) if mb is None else (qb, kb, vb, mb)
+            return emit(graph, aten.scaled_dot_product_attention.default, args, {"scale": scale}, like=node)
+        parts = [join(level + 1, (*chosen, r)) for r in plan.ranges[level]]
+        return parts[0] if len(parts) == 1 else emit(graph, aten.cat.default, (parts, level), like=node)
+
+    return join(0, ())
+
+
+def _skip(node: Node, why: str) -> None:
+    print(f"bound_attention: left {node.name} whole: {why}", file=sys.stderr)
+
+
+def bound_attention(
+    ep: ExportedProgram, budget: int | None = DEFAULT_ATTENTION_BUDGET
+) -> tuple[ExportedProgram, int]:
+    """Split every SDPA whose score matrix exceeds `budget` bytes (None: no-op). Returns (program, rewrites)."""
+    if budget is None:
+        return ep, 0
+    graph = ep.graph
+    count = 0
+    for node in [n for n in graph.nodes if n.op == "call_function" and n.target in SDPA_OPS]:
+        q, k, v = node.args[:3]
+        qs, ks, vs = static_shape(q), static_shape(k), static_shape(v)
+        if None in (qs, ks, vs):
+            _skip(node, "dynamic shapes")
+            continue
+        if _arg(node, 4, "dropout_p", 0.0):
+            raise PassError(f"{node.name}: SDPA with dropout; export the model in eval mode")
+        if _arg(node, 7, "enable_gqa", False) or qs[:-2] != ks[:-2] or ks[:-2] != vs[:-2] or len(qs) < 3:
+            _skip(node, f"q, k, v need the same batch/head dims (no GQA); got {qs}, {ks}, {vs}")
+            continue
+        dtype = node.meta["val"].dtype
+        m = ks[-2]
+        if _score_bytes(qs, m, dtype) <= budget:
+            continue
+        mask = _arg(node, 3, "attn_mask", None)
+        if mask is not None and not isinstance(mask, Node):
+            _skip(node, f"attn_mask of type {type(mask).__name__}")
+            continue
+        scale = _arg(node, 6, "scale", None)
+        scale = float(scale) if scale is not None else 1.0 / math.sqrt(qs[-1])
+        plan = plan_blocks(qs[:-2], qs[-2], m, dtype.itemsize, budget)
+        with graph.inserting_before(node):
+            if _arg(node, 5, "is_causal", False):
+                if mask is not None:
+                    raise PassError(f"{node.name}: SDPA with both attn_mask and is_causal")
+                mask = _causal_mask(ep, qs[-2], m)
+            out = _rewrite(ep, node, plan, q, k, v, mask, scale)
+        node.replace_all_uses_with(out)
+        graph.erase_node(node)
+        count += 1
+    return finalize(ep), count
+
+
+def attention_intermediates(ep: ExportedProgram) -> list[tuple[str, int]]:
+    """(node name, bytes) of every attention score/probability tensor in a written-out graph: the outputs of
+    `bmm` feeding a softmax, and of the softmax itself (what `bound_attention` bounds)."""
+    found = []
+    softmaxes = (aten._softmax.default, aten.softmax.int)
+    for n in ep.graph.nodes:
+        if n.op != "call_function" or n.target not in softmaxes:
+            continue
+        for x in (n, *n.all_input_nodes):
+            val = x.meta.get("val")
+            if isinstance(val, torch.Tensor):
+                found.append((x.name, val.numel() * val.element_size()))
+    return found
+
+
+__all__ = [
+    "DEFAULT_ATTENTION_BUDGET",
+    "BlockPlan",
+    "attention_intermediates",
+    "bound_attention",
+    "parse_budget",
+    "plan_blocks",
+]
