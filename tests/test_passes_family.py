@@ -1,0 +1,96 @@
+"""Property tests of the backend pass lists on a generated family of transformers (tests/transformer_family.py).
+
+Every member, after the XNNPACK list: no SDPA or norm op left; the same function as the original program
+(rel. L2 <= 1e-5, fp32); a second run of the list changes nothing; lowered, one XNNPACK segment with no
+compute op outside; run by the ExecuTorch runtime, outputs equal to eager. The QNN and TFLite lists keep
+what they promise: no SDPA, same function, rank <= 4. 30 members in the fast tier, 60 more under -m slow.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformer_family import CHOICES, Member, family
+
+import vggt_et.passes as P
+
+FAST = family(30, seed=0)
+SLOW = family(60, seed=1)
+
+# Members allowed to lower to more than one segment or leave compute outside, each with the reason the audit
+# gives. Empty: every member lowers whole.
+EXCEPTIONS: dict[str, str] = {}
+
+_GONE = ("scaled_dot_product", "layer_norm", "rms_norm")
+
+
+def rel_l2(got: torch.Tensor, ref: torch.Tensor) -> float:
+    got, ref = got.detach().float(), ref.detach().float()
+    return float((got - ref).norm() / ref.norm().clamp_min(1e-12))
+
+
+def _exported(member: Member):
+    model, args = member.build()
+    with torch.no_grad():
+        ref = model(*args)
+        ep = torch.export.export(model, args, strict=False)
+    return ep, args, ref
+
+
+def check_xnnpack(member: Member) -> None:
+    from executorch.runtime import Runtime
+
+    ep, args, ref = _exported(member)
+    out, reports = P.apply_with_report(ep, "xnnpack")
+    left = {k: v for k, v in P.count_ops(out.graph).items() if any(g in k for g in _GONE)}
+    assert left == {}, f"{member.name}: {left}"
+    assert rel_l2(out.module()(*args), ref) <= 1e-5, member.name
+    again = [r.name for r in P.apply_with_report(out, "xnnpack")[1] if r.changed]
+    assert again == [], f"{member.name}: a second run changed {again}"
+    lowered = P.lower_xnnpack(out)
+    cov = P.coverage(lowered.exported_program())
+    if member.name not in EXCEPTIONS:
+        assert (cov["delegate_segments"], cov["non_delegated"]) == (1, {}), f"{member.name}: {cov}"
+    pte = lowered.to_executorch().buffer
+    method = Runtime.get().load_program(pte).load_method("forward")
+    (got,) = method.execute(list(args))
+    assert rel_l2(got, ref) <= 1e-5, member.name
+
+
+def check_qnn_tflite(member: Member) -> None:
+    ep, args, ref = _exported(member)
+    for backend in ("qnn", "tflite"):
+        out = P.apply(ep, backend)
+        sdpa = [k for k in P.count_ops(out.graph) if "scaled_dot_product" in k]
+        assert sdpa == [], f"{backend} {member.name}"
+        assert P.max_compute_rank(out.graph) <= 4, f"{backend} {member.name}"
+        assert rel_l2(out.module()(*args), ref) <= 1e-5, f"{backend} {member.name}"
+
+
+@pytest.mark.parametrize("member", FAST, ids=lambda m: f"m{m.seed}")
+def test_xnnpack_list_on_family(member, one_thread):
+    check_xnnpack(member)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("member", SLOW, ids=lambda m: f"m{m.seed}")
+def test_xnnpack_list_on_family_slow(member, one_thread):
+    check_xnnpack(member)
+
+
+@pytest.mark.parametrize("member", FAST, ids=lambda m: f"m{m.seed}")
+def test_qnn_and_tflite_lists_on_family(member, one_thread):
+    check_qnn_tflite(member)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("member", SLOW, ids=lambda m: f"m{m.seed}")
+def test_qnn_and_tflite_lists_on_family_slow(member, one_thread):
+    check_qnn_tflite(member)
+
+
+def test_family_is_seeded_and_covers_every_feature():
+    assert family(30, seed=0) == FAST and family(30, seed=1) != FAST
+    for feature, values in CHOICES.items():
+        assert {getattr(m, feature) for m in FAST} == set(values), feature
+    assert len({m.name.split(":", 1)[1] for m in FAST}) == len(FAST)  # no two members alike
