@@ -8,13 +8,17 @@ what they promise: no SDPA, same function, rank <= 4. 30 members in the fast tie
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from transformer_family import CHOICES, Member, family
 
 import vggt_et.passes as P
 
-FAST = family(30, seed=0)
+# The fast tier stacks one encoder block (lowering time grows with the op count); depth 2 runs under -m slow.
+FAST_CHOICES = {**CHOICES, "depth": (1,)}
+FAST = family(30, seed=0, choices=FAST_CHOICES)
 SLOW = family(60, seed=1)
 
 # Members allowed to lower to more than one segment or leave compute outside, each with the reason the audit
@@ -29,7 +33,9 @@ def rel_l2(got: torch.Tensor, ref: torch.Tensor) -> float:
     return float((got - ref).norm() / ref.norm().clamp_min(1e-12))
 
 
+@functools.cache
 def _exported(member: Member):
+    """(program, inputs, eager output) of a member, exported once for all the tests that check it."""
     model, args = member.build()
     with torch.no_grad():
         ref = model(*args)
@@ -90,7 +96,8 @@ def test_qnn_and_tflite_lists_on_family_slow(member, one_thread):
 
 
 def test_family_is_seeded_and_covers_every_feature():
-    assert family(30, seed=0) == FAST and family(30, seed=1) != FAST
-    for feature, values in CHOICES.items():
+    assert family(30, seed=0, choices=FAST_CHOICES) == FAST and family(30, seed=1) != FAST
+    for feature, values in FAST_CHOICES.items():
         assert {getattr(m, feature) for m in FAST} == set(values), feature
     assert len({m.name.split(":", 1)[1] for m in FAST}) == len(FAST)  # no two members alike
+    assert {m.depth for m in SLOW} == set(CHOICES["depth"])

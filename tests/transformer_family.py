@@ -96,11 +96,12 @@ class Member:
         return model, (torch.randn(*shape, generator=g),)
 
 
-def family(n: int, seed: int = 0) -> list[Member]:
-    """`n` members; each feature's values are dealt from a seeded shuffle, cycled, so all appear."""
+def family(n: int, seed: int = 0, choices: dict[str, tuple] | None = None) -> list[Member]:
+    """`n` members; each feature's values (`choices`, default CHOICES) are dealt from a seeded shuffle,
+    cycled, so all appear."""
     rng = random.Random(seed)
     columns = {}
-    for name, values in CHOICES.items():
+    for name, values in (choices or CHOICES).items():
         deck: list = []
         while len(deck) < n:
             cycle = list(values)
