@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch.export import ExportedProgram
+from torch.fx import Node
 
 from .graph_utils import done, emit, prod, static_shape
 
@@ -22,6 +23,19 @@ def view4(lead: list[int], k: int) -> list[int]:
     if len(lead) >= 2:
         return [prod(lead[:-1]), lead[-1], k, 1]
     return [1, prod(lead), k, 1]
+
+
+def _scale_to_unit_rms(graph, node: Node, c: Node, eps: float, shape: list[int], weight) -> Node:
+    """c * rsqrt(mean(c²) + eps) on the 4-D view, reshaped back to `shape` and scaled by `weight` if any."""
+    square = emit(graph, aten.mul.Tensor, (c, c), like=node)
+    var = emit(graph, aten.mean.dim, (square, [2, 3], True), like=node)
+    rstd = emit(graph, aten.rsqrt.default, (emit(graph, aten.add.Tensor, (var, eps), like=node),), like=node)
+    out = emit(
+        graph, aten.reshape.default, (emit(graph, aten.mul.Tensor, (c, rstd), like=node), shape), like=node
+    )
+    if weight is not None:
+        out = emit(graph, aten.mul.Tensor, (out, weight), like=node)
+    return out
 
 
 def decompose_layer_norm(ep: ExportedProgram) -> tuple[ExportedProgram, int]:
@@ -47,14 +61,7 @@ def decompose_layer_norm(ep: ExportedProgram) -> tuple[ExportedProgram, int]:
             x4 = emit(graph, aten.reshape.default, (x, view4(lead, k)), like=node)
             mean = emit(graph, aten.mean.dim, (x4, [2, 3], True), like=node)
             centred = emit(graph, aten.sub.Tensor, (x4, mean), like=node)
-            square = emit(graph, aten.mul.Tensor, (centred, centred), like=node)
-            var = emit(graph, aten.mean.dim, (square, [2, 3], True), like=node)
-            var_eps = emit(graph, aten.add.Tensor, (var, float(eps)), like=node)
-            rstd = emit(graph, aten.rsqrt.default, (var_eps,), like=node)
-            normed = emit(graph, aten.mul.Tensor, (centred, rstd), like=node)
-            out = emit(graph, aten.reshape.default, (normed, shape), like=node)
-            if weight is not None:
-                out = emit(graph, aten.mul.Tensor, (out, weight), like=node)
+            out = _scale_to_unit_rms(graph, node, centred, float(eps), shape, weight)
             if bias is not None:
                 out = emit(graph, aten.add.Tensor, (out, bias), like=node)
         if node.target == aten.native_layer_norm.default:
@@ -89,16 +96,7 @@ def decompose_rms_norm(ep: ExportedProgram) -> tuple[ExportedProgram, int]:
         lead = shape[: len(shape) - len(normalized_shape)]
         with graph.inserting_before(node):
             x4 = emit(graph, aten.reshape.default, (x, view4(lead, k)), like=node)
-            square = emit(graph, aten.mul.Tensor, (x4, x4), like=node)
-            mean_sq = emit(graph, aten.mean.dim, (square, [2, 3], True), like=node)
-            rstd = emit(
-                graph, aten.rsqrt.default, (emit(graph, aten.add.Tensor, (mean_sq, float(eps)), like=node),)
-            )
-            out = emit(
-                graph, aten.reshape.default, (emit(graph, aten.mul.Tensor, (x4, rstd), like=node), shape)
-            )
-            if weight is not None:
-                out = emit(graph, aten.mul.Tensor, (out, weight), like=node)
+            out = _scale_to_unit_rms(graph, node, x4, float(eps), shape, weight)
         node.replace_all_uses_with(out)
         graph.erase_node(node)
         count += 1
