@@ -61,9 +61,9 @@ def check_xnnpack(member: Member) -> None:
     cov = P.coverage(lowered.exported_program())
     if member.name not in EXCEPTIONS:
         assert (cov["delegate_segments"], cov["non_delegated"]) == (1, {}), f"{member.name}: {cov}"
-    pte = lowered.to_executorch().buffer
-    method = Runtime.get().load_program(pte).load_method("forward")
-    (got,) = method.execute(list(args))
+    pte = lowered.to_executorch().buffer  # the buffer and the program stay referenced: the method reads them
+    program = Runtime.get().load_program(pte)
+    (got,) = program.load_method("forward").execute(list(args))
     assert rel_l2(got, ref) <= 1e-5, member.name
 
 
