@@ -21,8 +21,12 @@ from .manager import BACKENDS, apply_with_report
 
 # Nodes that move no data and compute nothing: never counted as (non-)delegated compute.
 _BOOKKEEPING = {
-    "getitem", "executorch_call_delegate", "aten._assert_tensor_metadata.default", "aten.sym_size.int",
-    "aten._assert_scalar.default", "aten.sym_constrain_range_for_size.default",
+    "getitem",
+    "executorch_call_delegate",
+    "aten._assert_tensor_metadata.default",
+    "aten.sym_size.int",
+    "aten._assert_scalar.default",
+    "aten.sym_constrain_range_for_size.default",
 }
 
 
@@ -46,7 +50,12 @@ def _is_compute(name: str) -> bool:
     return name not in _BOOKKEEPING
 
 
-_RESHAPES = {"aten.reshape.default", "aten.view.default", "aten._unsafe_view.default", "aten.view_copy.default"}
+_RESHAPES = {
+    "aten.reshape.default",
+    "aten.view.default",
+    "aten._unsafe_view.default",
+    "aten.view_copy.default",
+}
 
 
 def max_compute_rank(graph: Graph) -> int:
@@ -98,8 +107,9 @@ def coverage(lowered_ep: ExportedProgram) -> dict[str, Any]:
     ops = collections.Counter(outside)
     ops.update(inside)
     n_in, n_out = sum(inside.values()), sum(outside.values())
-    segments = sum(1 for n in graph.nodes if n.op == "call_function"
-                   and op_name(n.target) == "executorch_call_delegate")
+    segments = sum(
+        1 for n in graph.nodes if n.op == "call_function" and op_name(n.target) == "executorch_call_delegate"
+    )
     return {
         "ops": dict(sorted(ops.items())),
         "delegated_ops": dict(sorted(inside.items())),
@@ -130,8 +140,16 @@ def audit_program(
         ep, pass_reports = apply_with_report(ep, backend, progress=progress)
     else:
         pass_reports = []
-    report["passes"] = [{"name": r.name, "changed": r.changed, "nodes_before": r.nodes_before,
-                         "nodes_after": r.nodes_after, "matches": r.matches} for r in pass_reports]
+    report["passes"] = [
+        {
+            "name": r.name,
+            "changed": r.changed,
+            "nodes_before": r.nodes_before,
+            "nodes_after": r.nodes_after,
+            "matches": r.matches,
+        }
+        for r in pass_reports
+    ]
     report["pass_seconds"] = time.perf_counter() - t0
     after: dict[str, Any] = {}
     if backend == "xnnpack":
@@ -150,7 +168,8 @@ def audit_program(
         after["delegate_segments"] = None
     after["max_rank"] = max_compute_rank(ep.graph)
     after["sdpa_remaining"] = sum(
-        1 for n in ep.graph.nodes if n.op == "call_function" and "scaled_dot_product" in op_name(n.target))
+        1 for n in ep.graph.nodes if n.op == "call_function" and "scaled_dot_product" in op_name(n.target)
+    )
     report["after"] = after
     return report
 
@@ -177,6 +196,8 @@ def format_audit(report: dict[str, Any]) -> str:
         f"SDPA left: {after.get('sdpa_remaining')}"
     )
     for p in report.get("passes", []):
-        lines.append(f"pass {p['name']:<22} changed={p['changed']}  matches={p.get('matches')}  "
-                     f"nodes {p.get('nodes_before')} -> {p.get('nodes_after')}")
+        lines.append(
+            f"pass {p['name']:<22} changed={p['changed']}  matches={p.get('matches')}  "
+            f"nodes {p.get('nodes_before')} -> {p.get('nodes_after')}"
+        )
     return "\n".join(lines)

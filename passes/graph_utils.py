@@ -64,10 +64,15 @@ def finalize(ep: ExportedProgram) -> ExportedProgram:
     gm = ep.graph_module
     gm.graph.eliminate_dead_code()
     remove_unused_constants(ep)
-    gm.graph.lint()
-    gm.recompile()
+    gm.graph.lint()  # no recompile here: the new program's GraphModule generates its code anyway
     sig = ExportGraphSignature(list(ep.graph_signature.input_specs), _output_specs(ep))
     return _rebuild(ep, gm, sig, ep.state_dict, ep.constants)
+
+
+def done(ep: ExportedProgram, changes: int) -> tuple[ExportedProgram, int]:
+    """A pass's return value: the finalized program when it changed anything, else `ep` as it was (a pass that
+    matched nothing costs no rebuild, and the manager skips its check)."""
+    return (finalize(ep) if changes else ep), changes
 
 
 def _output_specs(ep: ExportedProgram) -> list:
@@ -186,9 +191,10 @@ def add_constant(ep: ExportedProgram, tensor: torch.Tensor, base_name: str = "_f
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     specs = ep.graph_signature.input_specs
     first_user = next((i for i, s in enumerate(specs) if s.kind == InputKind.USER_INPUT), len(specs))
+    # Names of erased nodes stay reserved in the graph's namespace: ask it, not just the live nodes.
     taken = {n.name for n in graph.nodes} | set(ep.constants) | set(ep.state_dict)
     i = 0
-    while f"{base_name}_{i}" in taken:
+    while f"{base_name}_{i}" in taken or f"{base_name}_{i}" in graph._graph_namespace._used_names:
         i += 1
     name = f"{base_name}_{i}"
     anchor = placeholders[first_user] if first_user < len(placeholders) else None

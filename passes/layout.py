@@ -18,7 +18,7 @@ import torch
 from torch.export import ExportedProgram
 from torch.fx import Node
 
-from .graph_utils import emit, finalize, permutation, prod, static_shape
+from .graph_utils import done, emit, permutation, prod, static_shape
 
 aten = torch.ops.aten
 
@@ -55,7 +55,7 @@ def simplify_layout(ep: ExportedProgram) -> tuple[ExportedProgram, int]:
         total += changes
         if not changes:
             break
-    return finalize(ep), total
+    return done(ep, total)
 
 
 def _one_sweep(graph) -> int:

@@ -5,6 +5,9 @@ image normalisation `(images - mean) / std` on [B, S, 3, H, W] before `reshape(B
 after the reshape, its constant operand reshaped to match (size-1 dims kept where the constant does not
 vary), so the rank-5 tensor is only ever reshaped.
 
+`split_permutes`: a permute of rank > 4 (einops patchify `b c (h p1) (w p2) -> b (h w) (p1 p2 c)` permutes
+6 dims) as a few rank-4 permutes of adjacent blocks between reshapes.
+
 `signed_expm1`: `sign(x) * expm1(|x|)` (inverse-log output activations) in ops XNNPACK has.
 
 `float_scalars`: `1 + x` on a float tensor exports with an int scalar, which `to_edge` turns into an int64
@@ -17,12 +20,30 @@ import torch
 from torch.export import ExportedProgram
 from torch.fx import Node
 
-from .graph_utils import add_constant, const_kind_of, constant_value, emit, finalize, static_shape
+from .graph_utils import (
+    add_constant,
+    const_kind_of,
+    constant_value,
+    done,
+    emit,
+    permutation,
+    prod,
+    static_shape,
+)
 
 aten = torch.ops.aten
 _BINARY = (aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor, aten.rsub.Scalar)
-_UNARY = (aten.exp.default, aten.relu.default, aten.gelu.default, aten.sigmoid.default, aten.neg.default,
-          aten.abs.default, aten.tanh.default, aten.sqrt.default, aten.rsqrt.default)
+_UNARY = (
+    aten.exp.default,
+    aten.relu.default,
+    aten.gelu.default,
+    aten.sigmoid.default,
+    aten.neg.default,
+    aten.abs.default,
+    aten.tanh.default,
+    aten.sqrt.default,
+    aten.rsqrt.default,
+)
 _RESHAPES = (aten.reshape.default, aten.view.default, aten._unsafe_view.default)
 
 
@@ -60,7 +81,7 @@ def sink_reshapes(ep: ExportedProgram) -> tuple[ExportedProgram, int]:
                 graph.erase_node(e)
                 moves += 1
                 changed = True
-    return finalize(ep), moves
+    return done(ep, moves)
 
 
 def _rewrite(ep, reshape: Node, e: Node, full, target, consts) -> Node | None:
@@ -114,7 +135,7 @@ def float_scalars(ep: ExportedProgram) -> tuple[ExportedProgram, int]:
         if changed:
             node.args = tuple(args)
             count += 1
-    return finalize(ep), count
+    return done(ep, count)
 
 
 def signed_expm1(ep: ExportedProgram) -> tuple[ExportedProgram, int]:
@@ -141,13 +162,48 @@ def signed_expm1(ep: ExportedProgram) -> tuple[ExportedProgram, int]:
         with graph.inserting_before(node):
             pos = emit(graph, aten.exp.default, (emit(graph, aten.relu.default, (x,), like=node),), like=node)
             neg = emit(graph, aten.neg.default, (x,), like=node)
-            negpart = emit(graph, aten.exp.default, (emit(graph, aten.relu.default, (neg,), like=node),), like=node)
+            negpart = emit(
+                graph, aten.exp.default, (emit(graph, aten.relu.default, (neg,), like=node),), like=node
+            )
             out = emit(graph, aten.sub.Tensor, (pos, negpart), like=node)
         node.replace_all_uses_with(out)
         graph.erase_node(node)
         count += 1
-    return finalize(ep), count
+    return done(ep, count)
 
 
 def _is_op(node, target) -> bool:
     return isinstance(node, Node) and node.op == "call_function" and node.target == target
+
+
+def split_permutes(ep: ExportedProgram, max_rank: int = 4) -> tuple[ExportedProgram, int]:
+    """Rewrite every permute/transpose of rank > `max_rank` as swaps of two adjacent blocks of dims, each a
+    rank-4 permute [prefix, A, B, suffix] -> [prefix, B, A, suffix]. Returns (program, rewrites)."""
+    graph = ep.graph
+    count = 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in (aten.permute.default, aten.transpose.int):
+            continue
+        shape, out_shape = static_shape(node.args[0]), static_shape(node)
+        if shape is None or out_shape is None or len(shape) <= max_rank:
+            continue
+        perm = permutation(node, len(shape))
+        with graph.inserting_before(node):
+            x, order = node.args[0], list(range(len(shape)))
+            for i in range(len(perm)):
+                j = order.index(perm[i])
+                if j == i:
+                    continue
+                k = j + 1  # move the longest run that is already in the wanted order
+                while k < len(order) and k - j + i < len(perm) and order[k] == perm[k - j + i]:
+                    k += 1
+                blocks = [order[:i], order[i:j], order[j:k], order[k:]]
+                view = [prod(shape[d] for d in b) for b in blocks]
+                x = emit(graph, aten.reshape.default, (x, view), like=node)
+                x = emit(graph, aten.permute.default, (x, [0, 2, 1, 3]), like=node)
+                order = blocks[0] + blocks[2] + blocks[1] + blocks[3]
+            out = emit(graph, aten.reshape.default, (x, out_shape), like=node)
+        node.replace_all_uses_with(out)
+        graph.erase_node(node)
+        count += 1
+    return done(ep, count)

@@ -14,7 +14,7 @@ import torch
 from torch.export import ExportedProgram
 from torch.fx import Node
 
-from .graph_utils import add_constant, const_kind_of, constant_value, emit, finalize, static_shape
+from .graph_utils import add_constant, const_kind_of, constant_value, done, emit, static_shape
 
 aten = torch.ops.aten
 
@@ -100,7 +100,7 @@ def rewrite_rotate_half(ep: ExportedProgram, mode: str = "sign") -> tuple[Export
                 sign_node = add_constant(ep, sign, "_rotate_half_sign")
                 cat.replace_all_uses_with(emit(graph, aten.mul.Tensor, (swapped, sign_node), like=cat))
         count += 1
-    return finalize(ep), count
+    return done(ep, count)
 
 
 def _fold_sign_into_users(ep, cat: Node, swapped: Node, sign: torch.Tensor, consts) -> bool:

@@ -25,8 +25,8 @@ from .graph_utils import (
     add_constant,
     const_kind_of,
     constant_value,
+    done,
     emit,
-    finalize,
     prod,
     static_shape,
 )
@@ -62,7 +62,10 @@ def _additive_mask(ep: ExportedProgram, node: Node, mask, n: int, m: int, dtype:
         data = constant_value(ep, consts[mask.name])
         const = torch.zeros(data.shape, dtype=dtype).masked_fill(~data, float("-inf"))
         return add_constant(ep, const, "_sdpa_mask")
-    return emit(graph, aten.where.ScalarOther, (mask, 0.0, float("-inf")), like=node)
+    additive = emit(graph, aten.where.Scalar, (mask, 0.0, float("-inf")), like=node)  # float32
+    if dtype != additive.meta["val"].dtype:
+        additive = emit(graph, aten._to_copy.default, (additive,), {"dtype": dtype}, like=node)
+    return additive
 
 
 def _attend(
@@ -130,7 +133,7 @@ def decompose_sdpa(ep: ExportedProgram, split_heads: bool = False) -> tuple[Expo
         node.replace_all_uses_with(out)
         graph.erase_node(node)
         count += 1
-    return finalize(ep), count
+    return done(ep, count)
 
 
 def _per_head(ep, node, q, k, v, lead, n, m, d, dv, scale, add_mask) -> Node:
@@ -139,6 +142,7 @@ def _per_head(ep, node, q, k, v, lead, n, m, d, dv, scale, add_mask) -> Node:
     b, heads = lead
     outs = []
     for h in range(heads):
+
         def head(x: Node, rows: int, cols: int, h: int = h) -> Node:
             sl = emit(g, aten.slice.Tensor, (x, 1, h, h + 1), like=node)
             return emit(g, aten.reshape.default, (sl, [b, rows, cols]), like=node)

@@ -16,7 +16,7 @@ import torch
 from torch.export import ExportedProgram
 from torch.fx import Node
 
-from .graph_utils import emit, finalize, permutation, prod, static_shape
+from .graph_utils import done, emit, permutation, prod, static_shape
 
 aten = torch.ops.aten
 SELECT_OPS = (aten.select.int,)
@@ -125,7 +125,7 @@ def select_to_slice(ep: ExportedProgram) -> tuple[ExportedProgram, int]:
         graph.erase_node(node)
         work.extend(more)
         changes += 1
-    return finalize(ep), changes
+    return done(ep, changes)
 
 
 def _push_select(graph, node: Node, x: Node, d: int, i: int, shape: list[int]) -> tuple[Node, list[Node]]:
@@ -184,7 +184,7 @@ def push_slices(ep: ExportedProgram) -> tuple[ExportedProgram, int]:
             graph.erase_node(src)
             moves += 1
             changed = True
-    return finalize(ep), moves
+    return done(ep, moves)
 
 
 def _plan_slice(src: Node, sl: Node):

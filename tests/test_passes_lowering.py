@@ -126,3 +126,16 @@ def test_fp16_program_folds_and_has_no_fp32_scalars():
     assert all(t.dtype == torch.float16 for t in out.constants.values())
     assert rel_err(out.module()(*half_args).float(), ref) <= 1e-2  # fp16 arithmetic
     assert not any(r.changed for r in P.apply_with_report(out, "xnnpack")[1])
+
+
+def test_pass_lists_are_ordered_by_stated_constraints():
+    """ORDER is checked on import; a list that breaks it is refused, naming the passes."""
+    for backend in P.BACKENDS:
+        P.check_order(P.PIPELINES[backend])
+    fold, rotate = (
+        P.PIPELINES["xnnpack"][0],
+        next(p for p in P.PIPELINES["xnnpack"] if p.name == "rotate_half"),
+    )
+    with pytest.raises(ValueError, match="rotate_half"):
+        P.check_order([rotate, fold])
+    assert P.pass_names("xnnpack") == [p.name for p in P.PIPELINES["xnnpack"]]

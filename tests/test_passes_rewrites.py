@@ -334,3 +334,110 @@ def test_decompose_sdpa_leaves_grouped_query_attention_alone():
     out, n = P.decompose_sdpa(copy_program(ep))
     assert n == 0 and aten.scaled_dot_product_attention.default in targets(out)
     assert rel_err(out.module()(q, k, v), Gqa()(q, k, v)) <= 1e-5
+
+
+class ZeroDimConstant(nn.Module):
+    def forward(self, x):
+        return x * (torch.tensor(2.0) * 3)
+
+
+class FilledMask(nn.Module):
+    """An attention mask built in place: `zeros(N, M); mask[:, k:] = -inf` (writes into a computed tensor)."""
+
+    def forward(self, q, k, v):
+        mask = torch.zeros(q.shape[-2], k.shape[-2])
+        mask[:, 4:] = float("-inf")
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+class WriteAfterRead(nn.Module):
+    """A constant read at run time both before and after an in-place write: it must not be folded whole."""
+
+    def forward(self, x):
+        buf = torch.zeros(x.shape)
+        y = x + buf
+        buf[:, 1:] = 5.0
+        return y * buf
+
+
+@pytest.mark.parametrize(
+    "model, args",
+    [
+        (ZeroDimConstant(), (torch.randn(3, 4),)),
+        (FilledMask(), sdpa_inputs()),
+        (WriteAfterRead(), (torch.randn(2, 3),)),
+    ],
+    ids=["zero_dim", "filled_mask", "write_after_read"],
+)
+def test_fold_constants_handles_0d_constants_and_in_place_writes(model, args):
+    ep = export_toy(model, args)
+    out, n = run(P.fold_constants, ep)
+    assert rel_err(out.module()(*args), model(*args)) <= 1e-5
+    left = {nd.target for nd in out.graph.nodes if nd.op == "call_function"}
+    if not isinstance(model, WriteAfterRead):
+        assert n > 0
+        # Everything constant is gone: no lifted-scalar copies, no zeros/fill_ left for run time.
+        assert not left & {
+            aten.lift_fresh_copy.default,
+            aten.fill_.Tensor,
+            aten.zeros.default,
+            aten.detach_.default,
+        }
+    # The XNNPACK list takes it whole.
+    lowered = P.apply(ep, "xnnpack")
+    assert rel_err(lowered.module()(*args), model(*args)) <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.bool])
+def test_fold_constants_any_rank_and_dtype(dtype):
+    class Consts(nn.Module):
+        def forward(self, x):
+            scalar = torch.tensor(3, dtype=dtype)
+            vec = torch.ones(4, dtype=dtype)
+            return x + (scalar.to(x.dtype) * 2) + vec.to(x.dtype).sum()
+
+    x = torch.randn(2, 4)
+    ep = export_toy(Consts(), (x,))
+    out, n = run(P.fold_constants, ep)
+    assert n > 0 and rel_err(out.module()(x), Consts()(x)) <= 1e-5
+
+
+class NewForms(nn.Module):
+    """The forms the XNNPACK list rewrites for the delegate: means over any dims, expands into a concat,
+    tanh-GELU, SiLU, RMSNorm and a rank-6 einops permute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.RMSNorm(8)
+
+    def forward(self, x):  # x [2, 3, 4, 8]
+        views = x.mean(1)  # [2, 4, 8]
+        pooled = views.mean(1, keepdim=True)  # [2, 1, 8]
+        both = torch.cat((views, pooled.expand(-1, 4, -1)), dim=-1)  # [2, 4, 16]
+        act = F.gelu(both, approximate="tanh") + F.silu(both)
+        six = einops.rearrange(x, "b v (h p) (w q) -> b (h w) (p q v)", p=2, q=2)  # rank 6 on the way
+        return act, self.norm(x).mean((0, 2)), x.mean(), six
+
+
+def test_xnnpack_only_passes_leave_delegable_forms():
+    torch.manual_seed(0)
+    model, x = NewForms().eval(), torch.randn(2, 3, 4, 8)
+    ep = export_toy(model, (x,))
+    for fn in (
+        P.reduce_means,
+        P.broadcast_expand,
+        P.explicit_activations,
+        P.decompose_rms_norm,
+        P.split_permutes,
+    ):
+        out, n = run(fn, ep)
+        assert n > 0, fn
+        for g, r in zip(out.module()(x), model(x), strict=True):
+            assert rel_err(g, r) <= 1e-5, fn
+    out = P.apply(ep, "xnnpack")
+    for nd in out.graph.nodes:
+        if nd.op == "call_function" and nd.target == aten.mean.dim:
+            assert nd.args[0].meta["val"].dim() == 4 and list(nd.args[1]) == [2, 3] and nd.args[2] is True
+    gone = {aten.expand.default, aten.silu.default, aten.rms_norm.default, aten.gelu.default}
+    assert not targets(out) & gone
+    assert P.max_compute_rank(P.apply(ep, "qnn").graph) <= 4
