@@ -92,7 +92,8 @@ def info(preset: str | None, as_json: bool) -> None:
         rows = [(part, count, f"{100 * count / total:.1f}%") for part, count in report["parts"].items()]
         rows.append(("total", total, "100%"))
         size = report["fp32_bytes"] / 1e9
-        click.echo(f"preset {report['preset']}: {report['tensors']} tensors, {size:.2f} GB in fp32")
+        buffers = f" ({report['buffers']} buffers)" if report["buffers"] else ""
+        click.echo(f"preset {report['preset']}: {report['tensors']} tensors{buffers}, {size:.2f} GB in fp32")
         click.echo(format_table(["part", "params", "share"], rows) + "\n")
 
 

@@ -66,6 +66,18 @@ class VGGT(nn.Module):
 
             self.track_head = build_track_head(config)
 
+    def predict(
+        self, group: str, tokens: list[torch.Tensor], images: torch.Tensor, patch_start_idx: int
+    ) -> tuple[torch.Tensor, ...]:
+        """One output group's tensors ("depth", "points": values, conf; "camera": last pose_enc)."""
+        if group == "depth":
+            return self.depth_head(tokens, images, patch_start_idx)
+        if group == "points":
+            return self.point_head(tokens, images, patch_start_idx)
+        if group == "camera":
+            return (self.camera_head(tokens)[-1],)
+        raise ValueError(f"VGGT has no output group {group!r}")
+
     def forward(
         self, images: torch.Tensor, query_points: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
