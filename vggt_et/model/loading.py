@@ -127,6 +127,12 @@ def check_state_dict(
         hint = f"it fits preset {fits!r}" if fits else "no built-in preset fits it"
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
         raise UserError(f"checkpoint does not fit preset {preset!r}: {'; '.join(problems[:3])}{more}; {hint}")
+    unset = [k for k, v in state.items() if k.endswith("bias_mask") and not bool(torch.isfinite(v).all())]
+    if unset:
+        raise UserError(
+            f"checkpoint's {unset[0]} holds NaN/inf (+{len(unset) - 1} more): it was saved before the "
+            "official weight init ran; save the trained model's state dict instead"
+        )
     bad = sorted({str(v.dtype) for v in state.values() if v.dtype not in FLOAT_DTYPES})
     if bad:
         raise UserError(
