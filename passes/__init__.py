@@ -21,6 +21,7 @@ from .manager import (
     run_passes,
 )
 from .partitioning import contiguous_partitions, lean_xnnpack_partitioner
+from .pixel_shuffle import decompose_pixel_shuffle
 from .rank import float_scalars, signed_expm1, sink_reshapes
 from .rotate_half import rewrite_rotate_half
 from .sdpa import decompose_sdpa
@@ -28,7 +29,7 @@ from .slicing import push_slices, select_to_slice
 
 __all__ = [
     "BACKENDS", "PASSES", "PASS_LISTS", "PassError", "PassReport", "apply", "apply_with_report",
-    "audit_program", "count_ops", "coverage", "decompose_layer_norm", "decompose_sdpa", "fold_constants",
+    "audit_program", "count_ops", "coverage", "decompose_pixel_shuffle", "decompose_layer_norm", "decompose_sdpa", "fold_constants",
     "format_audit", "lower_xnnpack", "contiguous_partitions", "lean_xnnpack_partitioner", "max_compute_rank", "pass_names", "rewrite_rotate_half", "run_passes",
     "select_to_slice", "simplify_layout", "sink_reshapes", "float_scalars", "signed_expm1", "push_slices",
 ]

@@ -18,6 +18,7 @@ from .fold_constants import fold_constants
 from .graph_utils import PassError, copy_program
 from .layer_norm import decompose_layer_norm
 from .layout import simplify_layout
+from .pixel_shuffle import decompose_pixel_shuffle
 from .rank import float_scalars, signed_expm1, sink_reshapes
 from .rotate_half import rewrite_rotate_half
 from .sdpa import decompose_sdpa
@@ -41,9 +42,17 @@ PASSES: dict[str, PassFn] = {
     "float_scalars": float_scalars,
     "signed_expm1": signed_expm1,
     "push_slices": push_slices,
+    "pixel_shuffle": decompose_pixel_shuffle,
 }
 
-_COMMON_HEAD = ["fold_constants", "float_scalars", "select_to_slice", "simplify_layout", "sink_reshapes"]
+_COMMON_HEAD = [
+    "fold_constants",
+    "float_scalars",
+    "select_to_slice",
+    "pixel_shuffle",
+    "simplify_layout",
+    "sink_reshapes",
+]
 _COMMON_TAIL = ["fold_constants", "float_scalars", "simplify_layout"]
 PASS_LISTS: dict[str, list[str]] = {
     # XNNPACK takes neither LayerNorm nor select/expand: rewrite them all.

@@ -345,11 +345,12 @@ def bench(model, host, adb_serial, runner, iters, threads, json_path) -> None:
 
 @main.command()
 @click.option("-o", "--out-dir", default="vggt_et_demo", show_default=True)
-def demo(out_dir: str) -> None:
+@click.option("--preset", type=click.Choice(["tiny", "vggt-omega-tiny"]), default="tiny", show_default=True)
+def demo(out_dir: str, preset: str) -> None:
     """End to end on embedded defaults: synthetic scene, tiny model, XNNPACK .pte, run, compare."""
     from vggt_et.demo import run_demo
 
-    run_demo(Path(out_dir))
+    run_demo(Path(out_dir), preset)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,12 @@ from vggt_et.model.dpt_head import DPTHead
 from vggt_et.model.presets import VGGTConfig
 
 
+def seed_part(seed: int | None, part: int) -> None:
+    """Seed the random init of one part of a model (aggregator 0, camera head 1, ...), if seeded."""
+    if seed is not None:
+        torch.manual_seed(seed * 1000 + part)
+
+
 class VGGT(nn.Module):
     """Submodules are registered in the official order (point_head before depth_head), so
     `state_dict()` lists tensors exactly as the released checkpoint does."""
@@ -22,8 +28,7 @@ class VGGT(nn.Module):
         self.config = config = config or VGGTConfig()
 
         def seeded(offset: int) -> None:
-            if seed is not None:
-                torch.manual_seed(seed * 1000 + offset)
+            seed_part(seed, offset)
 
         dim = 2 * config.embed_dim
         dpt = {

@@ -12,6 +12,7 @@ from torch import nn
 from vggt_et.model.omega_aggregator import OmegaAggregator
 from vggt_et.model.omega_config import VGGTOmegaConfig
 from vggt_et.model.omega_heads import OmegaCameraHead, OmegaDenseHead
+from vggt_et.model.vggt import seed_part
 
 
 class VGGTOmega(nn.Module):
@@ -27,14 +28,10 @@ class VGGTOmega(nn.Module):
         super().__init__()
         self.config = config = config or VGGTOmegaConfig()
 
-        def seeded(offset: int) -> None:
-            if seed is not None:
-                torch.manual_seed(seed * 1000 + offset)
-
         dim = 2 * config.embed_dim
-        seeded(0)
+        seed_part(seed, 0)
         self.aggregator = OmegaAggregator(config)
-        seeded(1)
+        seed_part(seed, 1)
         self.camera_head = (
             OmegaCameraHead(
                 dim, config.camera_trunk_depth, config.camera_num_heads, config.mlp_ratio, config.init_values
@@ -42,7 +39,7 @@ class VGGTOmega(nn.Module):
             if config.enable_camera
             else None
         )
-        seeded(3)
+        seed_part(seed, 3)
         self.dense_head = (
             OmegaDenseHead(
                 dim, config.patch_size, config.dpt_features, config.dpt_out_channels, config.dpt_layers
