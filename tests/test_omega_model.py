@@ -148,6 +148,13 @@ def test_tiny_omega_from_safetensors_folds_the_k_bias_mask(tmp_path, tiny_omega,
     assert fitting_preset(state) == TINY
 
 
+def test_omega_checkpoint_for_a_vggt_preset_names_the_fitting_preset(tmp_path, tiny_omega) -> None:
+    path = tmp_path / "omega.safetensors"
+    save_file(dict(tiny_omega.state_dict()), str(path))
+    with pytest.raises(UserError, match="it fits preset 'vggt-omega-tiny'"):
+        vggt_et.load_model("tiny", str(path))
+
+
 def test_official_pt_loads_with_weights_only(tmp_path, tiny_omega, images) -> None:
     path = tmp_path / "model.pt"
     torch.save({k: v.to(torch.bfloat16) for k, v in tiny_omega.state_dict().items()}, path)

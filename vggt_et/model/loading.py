@@ -123,7 +123,7 @@ def check_state_dict(
             state = {k: v for k, v in state.items() if not k.startswith(prefix)}
     problems = _mismatches(state, expected_shapes(preset, heads=heads))
     if problems:
-        fits = fitting_preset(state, heads)
+        fits = fitting_preset(state, heads) or fitting_preset(state)
         hint = f"it fits preset {fits!r}" if fits else "no built-in preset fits it"
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
         raise UserError(f"checkpoint does not fit preset {preset!r}: {'; '.join(problems[:3])}{more}; {hint}")
