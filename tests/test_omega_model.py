@@ -190,3 +190,19 @@ def test_random_weights_are_seeded_and_finite(images) -> None:
 def test_omega_has_no_point_head() -> None:
     with pytest.raises(UserError, match="no point head"):
         vggt_et.load_model(TINY, random_weights=True, heads=["depth", "point"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--height", "42"], "not a positive multiple of 16"),
+        (["--height", "32", "--outputs", "depth,points"], "has no points output; choose from depth, camera"),
+    ],
+)
+def test_omega_compile_bad_input_is_one_line_and_exit_2(args, message, tmp_path) -> None:
+    base = ["compile", "--preset", TINY, "--random-weights", "--width", "48", "-o", str(tmp_path / "m.pte")]
+    result = CliRunner().invoke(main, base + args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())

@@ -69,6 +69,12 @@ def validate(options: CompileOptions) -> tuple[ProgramShape, tuple[str, ...]]:
     config = get_preset(options.preset)
     shape = ProgramShape(options.frames, options.height, options.width, config.patch_size)
     outputs = parse_outputs(options.outputs)
+    missing = [o for o in outputs if OUTPUT_HEADS[o] not in config.HEADS]
+    if missing:
+        raise UserError(
+            f"preset {options.preset!r} has no {', '.join(missing)} output; choose from "
+            + ", ".join(o for o, head in OUTPUT_HEADS.items() if head in config.HEADS)
+        )
     if options.backend not in ("xnnpack", "qnn", "portable", "tflite"):
         raise UserError(f"unknown backend {options.backend!r}; choose xnnpack, qnn, portable or tflite")
     if options.quant not in QUANT_SCHEMES:
