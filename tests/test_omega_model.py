@@ -207,3 +207,13 @@ def test_omega_compile_bad_input_is_one_line_and_exit_2(args, message, tmp_path)
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_half_precision_model_stays_half(tiny_omega, images) -> None:
+    """RoPE runs in its float32 tables and casts back, so q, k and v share the model's dtype (SDPA needs it;
+    this failed for --quant fp16 before)."""
+    half = vggt_et.load_model(TINY, random_weights=True, seed=0).to(torch.float16)
+    out, ref = _run(half, images.half()), _run(tiny_omega, images)
+    for key in ("depth", "pose_enc"):
+        assert out[key].dtype == torch.float16
+        assert float((out[key].float() - ref[key]).norm() / ref[key].norm()) < 1e-2, key
