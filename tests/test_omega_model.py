@@ -210,8 +210,8 @@ def test_omega_compile_bad_input_is_one_line_and_exit_2(args, message, tmp_path)
 
 
 def test_half_precision_model_stays_half(tiny_omega, images) -> None:
-    """RoPE runs in its float32 tables and casts back, so q, k and v share the model's dtype (SDPA needs it;
-    this failed for --quant fp16 before)."""
+    """RoPE tables follow the model's dtype, so q, k and v share it (SDPA needs it; this failed for
+    --quant fp16 before)."""
     half = vggt_et.load_model(TINY, random_weights=True, seed=0).to(torch.float16)
     out, ref = _run(half, images.half()), _run(tiny_omega, images)
     for key in ("depth", "pose_enc"):

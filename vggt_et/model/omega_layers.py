@@ -51,15 +51,15 @@ class AxialRotaryEmbedding(nn.Module):
 def rotate_patch_tokens(x: torch.Tensor, rope: RopeTables) -> torch.Tensor:
     """x [B, heads, N, D]: rotate the last len(sin) tokens; the N - len(sin) leading tokens stay as they are.
 
-    The rotation runs in the tables' dtype (float32, as the official code keeps it) and the result is cast
-    back, so a float16 model stays float16."""
-    sin, cos = rope
+    The tables (built in float32) are cast to x's dtype, so a float16 model stays float16 with no casts left
+    in a compiled program (the tables fold to constants); in float32 this is the official arithmetic."""
+    sin, cos = rope[0].to(x.dtype), rope[1].to(x.dtype)
     prefix = x.shape[-2] - sin.shape[-2]
     if prefix < 0:
         raise ValueError(f"RoPE tables cover {sin.shape[-2]} tokens but the sequence has {x.shape[-2]}")
-    patches = x[..., prefix:, :].to(sin.dtype)
+    patches = x[..., prefix:, :]
     rotated = patches * cos + RotaryPositionEmbedding2D.rotate_half(patches) * sin
-    return torch.cat((x[..., :prefix, :], rotated.to(x.dtype)), dim=-2)
+    return torch.cat((x[..., :prefix, :], rotated), dim=-2)
 
 
 class MaskedKBiasLinear(nn.Linear):
