@@ -53,7 +53,9 @@ def rotate_patch_tokens(x: torch.Tensor, rope: RopeTables) -> torch.Tensor:
 
     The tables (built in float32) are cast to x's dtype, so a float16 model stays float16 with no casts left
     in a compiled program (the tables fold to constants); in float32 this is the official arithmetic."""
-    sin, cos = rope[0].to(x.dtype), rope[1].to(x.dtype)
+    sin, cos = rope
+    if sin.dtype != x.dtype:  # a static check: float32 graphs carry no cast at all
+        sin, cos = sin.to(x.dtype), cos.to(x.dtype)
     prefix = x.shape[-2] - sin.shape[-2]
     if prefix < 0:
         raise ValueError(f"RoPE tables cover {sin.shape[-2]} tokens but the sequence has {x.shape[-2]}")
