@@ -34,6 +34,7 @@ from .manager import (
     run_pipeline,
 )
 from .partitioning import contiguous_partitions, lean_xnnpack_partitioner
+from .pixel_shuffle import decompose_pixel_shuffle
 from .rank import float_scalars, signed_expm1, sink_reshapes, split_permutes
 from .reductions import reduce_means
 from .rotate_half import rewrite_rotate_half
@@ -82,4 +83,5 @@ __all__ = [
     "broadcast_expand",
     "reduce_means",
     "split_permutes",
+    "decompose_pixel_shuffle",
 ]

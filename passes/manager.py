@@ -35,6 +35,7 @@ from .fold_constants import fold_constants
 from .graph_utils import PassError, copy_program
 from .layer_norm import decompose_layer_norm, decompose_rms_norm
 from .layout import simplify_layout
+from .pixel_shuffle import decompose_pixel_shuffle
 from .rank import float_scalars, signed_expm1, sink_reshapes, split_permutes
 from .reductions import reduce_means
 from .rotate_half import rewrite_rotate_half
@@ -63,6 +64,7 @@ PASSES: dict[str, PassFn] = {
     "reduce_means": reduce_means,
     "broadcast_expand": broadcast_expand,
     "split_permutes": split_permutes,
+    "pixel_shuffle": decompose_pixel_shuffle,
 }
 
 
@@ -94,6 +96,7 @@ FOLD = GraphPass("fold_constants")
 FLOAT_SCALARS = GraphPass("float_scalars")
 SELECT_TO_SLICE = GraphPass("select_to_slice")
 SIMPLIFY = GraphPass("simplify_layout")
+PIXEL_SHUFFLE = GraphPass("pixel_shuffle")
 SINK = GraphPass("sink_reshapes")
 BOUND = GraphPass("bound_attention")
 SDPA = GraphPass("decompose_sdpa")
@@ -112,7 +115,7 @@ REFOLD = GraphPass("fold_constants")
 REFLOAT = GraphPass("float_scalars")
 RESIMPLIFY = GraphPass("simplify_layout")
 
-_HEAD = [FOLD, FLOAT_SCALARS, SELECT_TO_SLICE, SIMPLIFY, SINK]
+_HEAD = [FOLD, FLOAT_SCALARS, SELECT_TO_SLICE, PIXEL_SHUFFLE, SIMPLIFY, SINK]
 _TAIL = [REFOLD, REFLOAT, RESIMPLIFY]
 PIPELINES: dict[str, list[GraphPass]] = {
     # XNNPACK takes neither LayerNorm/RMSNorm nor select/expand, nor a mean that is not 4-D over (2, 3).
@@ -148,8 +151,9 @@ ORDER = [
     *(_before(BOUND, s) for s in (SDPA, SPLIT_HEAD_SDPA)),
     # Single-head attention first: its per-head slices are what push_slices moves.
     _before(SPLIT_HEAD_SDPA, PUSH_SLICES),
-    # select/unbind are rewritten before the layout pass, which cannot see through them.
+    # select/unbind and pixel shuffle are rewritten before the layout pass, which then merges their reshapes.
     _before(SELECT_TO_SLICE, SIMPLIFY),
+    _before(PIXEL_SHUFFLE, SIMPLIFY),
 ]
 
 

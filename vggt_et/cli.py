@@ -127,7 +127,8 @@ def info(preset: str | None, as_json: bool) -> None:
         rows = [(part, count, f"{100 * count / total:.1f}%") for part, count in report["parts"].items()]
         rows.append(("total", total, "100%"))
         size = report["fp32_bytes"] / 1e9
-        click.echo(f"preset {report['preset']}: {report['tensors']} tensors, {size:.2f} GB in fp32")
+        buffers = f" ({report['buffers']} buffers)" if report["buffers"] else ""
+        click.echo(f"preset {report['preset']}: {report['tensors']} tensors{buffers}, {size:.2f} GB in fp32")
         click.echo(format_table(["part", "params", "share"], rows) + "\n")
 
 
@@ -506,11 +507,12 @@ def bench(model, host, adb_serial, runner, iters, threads, json_path, frames) ->
 
 @main.command()
 @click.option("-o", "--out-dir", default="vggt_et_demo", show_default=True)
-def demo(out_dir: str) -> None:
+@click.option("--preset", type=click.Choice(["tiny", "vggt-omega-tiny"]), default="tiny", show_default=True)
+def demo(out_dir: str, preset: str) -> None:
     """End to end on embedded defaults: synthetic scene, tiny model, XNNPACK .pte, run, compare."""
     from vggt_et.demo import run_demo
 
-    run_demo(Path(out_dir))
+    run_demo(Path(out_dir), preset)
 
 
 if __name__ == "__main__":

@@ -162,6 +162,12 @@ def validate(options: CompileOptions) -> tuple[ProgramShape, tuple[str, ...]]:
     frames = options.max_frames or options.frames
     shape = ProgramShape(frames, options.height, options.width, config.patch_size)
     outputs = parse_outputs(options.outputs)
+    missing = [o for o in outputs if OUTPUT_HEADS[o] not in config.HEADS]
+    if missing:
+        raise UserError(
+            f"preset {options.preset!r} has no {', '.join(missing)} output; choose from "
+            + ", ".join(o for o, head in OUTPUT_HEADS.items() if head in config.HEADS)
+        )
     if options.backend not in BACKENDS:
         raise UserError(f"unknown backend {options.backend!r}; choose {', '.join(BACKENDS)}")
     if options.quant not in QUANT_SCHEMES:

@@ -1,7 +1,7 @@
 """`vggt-et demo`: the whole pipeline on embedded defaults, with nothing to download.
 
-A `tiny` VGGT with seeded random weights is compiled to XNNPACK, run on a rendered synthetic scene,
-and compared with the eager model; everything it makes lands in one folder.
+A `tiny` VGGT (or `vggt-omega-tiny`, `--preset`) with seeded random weights is compiled to XNNPACK, run on
+a rendered synthetic scene, and compared with the eager model; everything it makes lands in one folder.
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ from pathlib import Path
 import click
 
 
-def run_demo(out_dir: Path, preset: str = "tiny", frames: int = 2, height: int = 70, width: int = 98) -> None:
+def run_demo(
+    out_dir: Path, preset: str = "tiny", frames: int = 2, height: int | None = None, width: int | None = None
+) -> None:
+    """`height`/`width` default to 5 × 7 patches of the preset (70×98 for VGGT, 80×112 for VGGT-Ω)."""
     from vggt_et.compile import CompileOptions, compile_model
     from vggt_et.data.synthetic import write_synthetic_dataset
     from vggt_et.evaluate import compare
@@ -19,9 +22,13 @@ def run_demo(out_dir: Path, preset: str = "tiny", frames: int = 2, height: int =
     from vggt_et.inference import ProgramInfo, planned_output_names, program_info, run_program, write_outputs
     from vggt_et.io_utils import format_table, write_json
     from vggt_et.model.loading import load_model
+    from vggt_et.model.presets import get_preset
     from vggt_et.output_folder import claim_output_folder
 
-    outputs = ("depth", "points", "camera")
+    config = get_preset(preset)
+    height = height or 5 * config.patch_size
+    width = width or 7 * config.patch_size
+    outputs = ("depth", "points", "camera") if "point" in config.HEADS else ("depth", "camera")
     pte = out_dir / f"{preset}_xnnpack_fp32.pte"
     made = [pte.name, pte.with_suffix(".json").name, "compare.json", "scenes", "run"]
     folder = claim_output_folder(out_dir, "-o", "demo", made)

@@ -98,12 +98,7 @@ class VGGTProgram(nn.Module):
         tokens, patch_start_idx = model.aggregator(images)
         results: list[torch.Tensor] = []
         for name in self.outputs:
-            if name == "depth":
-                results.extend(model.depth_head(tokens, images, patch_start_idx))
-            elif name == "points":
-                results.extend(model.point_head(tokens, images, patch_start_idx))
-            else:
-                results.append(model.camera_head(tokens)[-1])
+            results.extend(model.predict(name, tokens, images, patch_start_idx))
         if self.dtype is not None:
             results = [r.float() for r in results]
         if not self.batch_dim:

@@ -22,6 +22,10 @@ DEFAULT_KEEP_FLOAT = (
     "model.depth_head.scratch.output_conv2.2",
     "model.point_head.scratch.output_conv2.2",
     "model.camera_head.pose_branch.fc2",
+    # VGGT-Ω: the dense head's depth and confidence 1x1 convs, the camera MLP's last linear.
+    "model.dense_head.proj",
+    "model.dense_head.proj_conf",
+    "model.camera_head.camera_branch.2",
 )
 
 

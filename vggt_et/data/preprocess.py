@@ -20,7 +20,8 @@ from PIL import Image
 
 from vggt_et.errors import UserError
 
-PATCH_SIZE = 14
+PATCH_SIZE = 14  # VGGT's; the official loader rounds to it
+PATCH_SIZES = (14, 16)  # VGGT, VGGT-Ω: a compiled program's H and W are multiples of one of them
 OFFICIAL_TARGET_SIZE = 518
 MODES = ("crop", "pad")
 
@@ -164,9 +165,14 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(255)
 
 
-def _round_to_patch(value: float) -> int:
-    """Python `round` (banker's on .5) to a multiple of 14, as load_fn.py does; at least one patch."""
-    return max(PATCH_SIZE, round(value / PATCH_SIZE) * PATCH_SIZE)
+def _round_to_patch(value: float, patch: int = PATCH_SIZE) -> int:
+    """Python `round` (banker's on .5) to a multiple of `patch`, as load_fn.py does; at least one patch."""
+    return max(patch, round(value / patch) * patch)
+
+
+def program_patch_size(height: int, width: int) -> int:
+    """The patch a compiled (H, W) is built on: 14 (VGGT) when both are multiples of 14, else 16 (VGGT-Ω)."""
+    return next((p for p in PATCH_SIZES if height % p == 0 and width % p == 0), PATCH_SIZE)
 
 
 def _official_layout(width: int, height: int, mode: str, target_size: int) -> _Layout:
@@ -191,17 +197,19 @@ def _fixed_shape_layout(width: int, height: int, mode: str, out_h: int, out_w: i
     the aspect ratio, centre-crop columns. pad: fit the longer side relative to the box, round the
     other to a multiple of 14 (at most the box), pad white with pad//2 before.
     For (out_h, out_w) equal to what load_fn.py produces for the image, the result is identical.
+    Rounding is to the program's patch (`program_patch_size`), so 16 for a VGGT-Ω shape.
     """
+    patch = program_patch_size(out_h, out_w)
     if mode == "crop":
-        new_h = _round_to_patch(height * (out_w / width))
+        new_h = _round_to_patch(height * (out_w / width), patch)
         if new_h >= out_h:
             return _Layout(out_w, new_h, 0, -((new_h - out_h) // 2), out_h, out_w)
         new_w = max(out_w, round(width * (out_h / height)))
         return _Layout(new_w, out_h, -((new_w - out_w) // 2), 0, out_h, out_w)
     if width * out_h >= height * out_w:
-        new_w, new_h = out_w, min(out_h, _round_to_patch(height * (out_w / width)))
+        new_w, new_h = out_w, min(out_h, _round_to_patch(height * (out_w / width), patch))
     else:
-        new_w, new_h = min(out_w, _round_to_patch(width * (out_h / height))), out_h
+        new_w, new_h = min(out_w, _round_to_patch(width * (out_h / height), patch)), out_h
     return _Layout(new_w, new_h, (out_w - new_w) // 2, (out_h - new_h) // 2, out_h, out_w)
 
 
@@ -256,10 +264,18 @@ def load_and_preprocess_images_with_transforms(
         tensor, transform = _apply_layout(img, _official_layout(img.width, img.height, mode, target_size))
         tensors.append(tensor)
         transforms.append(transform)
+    return pad_to_common_size(tensors, transforms)
+
+
+def pad_to_common_size(
+    tensors: list[torch.Tensor], transforms: list[PixelTransform]
+) -> tuple[torch.Tensor, list[PixelTransform]]:
+    """Stack [3, h, w] images; if their shapes differ, pad each white (pad // 2 before) to the largest
+    H and W with a warning, as both official loaders (VGGT, VGGT-Ω) do."""
     shapes = {tuple(t.shape[1:]) for t in tensors}
     if len(shapes) > 1:
         warnings.warn(
-            f"images have different shapes {sorted(shapes)}; padding them white to the largest", stacklevel=2
+            f"images have different shapes {sorted(shapes)}; padding them white to the largest", stacklevel=3
         )
         max_h = max(h for h, _ in shapes)
         max_w = max(w for _, w in shapes)
@@ -283,9 +299,17 @@ def load_and_preprocess_images(
 
 
 def check_compiled_shape(height: int, width: int) -> None:
-    """A compiled program's (H, W) must be positive multiples of the 14-pixel patch."""
-    if height <= 0 or width <= 0 or height % PATCH_SIZE or width % PATCH_SIZE:
-        raise UserError(f"image size {height}x{width} is not a multiple of {PATCH_SIZE}; pick e.g. 392x518")
+    """A compiled program's (H, W) must be positive multiples of a patch: 14 (VGGT) or 16 (VGGT-Ω)."""
+    if (
+        height <= 0
+        or width <= 0
+        or height % program_patch_size(height, width)
+        or width % program_patch_size(height, width)
+    ):
+        raise UserError(
+            f"image size {height}x{width} is not a multiple of 14 (VGGT) or 16 (VGGT-Ω); "
+            "pick e.g. 392x518 or 384x512"
+        )
 
 
 def preprocess_image_to_shape(

@@ -22,7 +22,26 @@ def first_and_rest_tokens(tokens: torch.Tensor, batch: int, frames: int) -> torc
     return torch.cat([first, rest], dim=1).reshape(batch * frames, *tokens.shape[2:])
 
 
-class Aggregator(nn.Module):
+class ImageNormalization(nn.Module):
+    """ImageNet mean/std as non-persistent buffers (not in the checkpoint): the official models normalise
+    [0, 1] images inside their forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("_resnet_mean", torch.empty(1, 1, 3, 1, 1), persistent=False)
+        self.register_buffer("_resnet_std", torch.empty(1, 1, 3, 1, 1), persistent=False)
+        self.reset_normalization()
+
+    def reset_normalization(self) -> None:
+        """(Re)fill the ImageNet mean/std buffers, e.g. after a meta-device build and weight assignment."""
+        self._resnet_mean = torch.tensor(IMAGENET_MEAN, device="cpu").view(1, 1, 3, 1, 1)
+        self._resnet_std = torch.tensor(IMAGENET_STD, device="cpu").view(1, 1, 3, 1, 1)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self._resnet_mean) / self._resnet_std
+
+
+class Aggregator(ImageNormalization):
     def __init__(self, config: VGGTConfig) -> None:
         super().__init__()
         c = config
@@ -58,15 +77,6 @@ class Aggregator(nn.Module):
         self.camera_token = nn.Parameter(torch.randn(1, 2, 1, c.embed_dim) * 1e-6)
         self.register_token = nn.Parameter(torch.randn(1, 2, c.num_register_tokens, c.embed_dim) * 1e-6)
         self.patch_start_idx = 1 + c.num_register_tokens
-        # Not in the checkpoint: the official model normalises inside forward with these buffers.
-        self.register_buffer("_resnet_mean", torch.empty(1, 1, 3, 1, 1), persistent=False)
-        self.register_buffer("_resnet_std", torch.empty(1, 1, 3, 1, 1), persistent=False)
-        self.reset_normalization()
-
-    def reset_normalization(self) -> None:
-        """(Re)fill the ImageNet mean/std buffers, e.g. after a meta-device build and weight assignment."""
-        self._resnet_mean = torch.tensor(IMAGENET_MEAN, device="cpu").view(1, 1, 3, 1, 1)
-        self._resnet_std = torch.tensor(IMAGENET_STD, device="cpu").view(1, 1, 3, 1, 1)
 
     def token_positions(
         self, batch_frames: int, height: int, width: int, device: torch.device
@@ -80,7 +90,7 @@ class Aggregator(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], int]:
         """images [B, S, 3, H, W] in [0, 1] → (list of `depth` tensors [B, S, P, 2C], patch_start_idx)."""
         batch, frames, _, height, width = images.shape
-        images = (images - self._resnet_mean) / self._resnet_std
+        images = self.normalize(images)
         patch_tokens = self.patch_embed(images.reshape(batch * frames, 3, height, width))
         camera = first_and_rest_tokens(self.camera_token, batch, frames)
         register = first_and_rest_tokens(self.register_token, batch, frames)

@@ -78,63 +78,58 @@ def add_pos_embed(x: torch.Tensor, image_width: int, image_height: int, ratio: f
 
 
 class ResidualConvUnit(nn.Module):
-    """relu → conv3×3 → relu → conv3×3, plus relu(x) (the official in-place ReLU's effect on the skip)."""
+    """relu → conv3×3 → relu → conv3×3, plus the skip: relu(x) in VGGT (the official in-place ReLU's effect
+    on the skip), x itself in VGGT-Ω (whose ReLU is not in place): `relu_skip`."""
 
-    def __init__(self, features: int) -> None:
+    def __init__(self, features: int, relu_skip: bool = True) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(features, features, kernel_size=3, stride=1, padding=1, bias=True)
         self.conv2 = nn.Conv2d(features, features, kernel_size=3, stride=1, padding=1, bias=True)
+        self.relu_skip = relu_skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(x)
-        return self.conv2(F.relu(self.conv1(x))) + x
+        out = self.conv2(F.relu(self.conv1(F.relu(x))))
+        return out + (F.relu(x) if self.relu_skip else x)
 
 
 class FeatureFusionBlock(nn.Module):
-    def __init__(self, features: int, has_residual: bool = True) -> None:
+    def __init__(self, features: int, has_residual: bool = True, relu_skip: bool = True) -> None:
         super().__init__()
         self.out_conv = nn.Conv2d(features, features, kernel_size=1, stride=1, padding=0, bias=True)
         if has_residual:
-            self.resConfUnit1 = ResidualConvUnit(features)
+            self.resConfUnit1 = ResidualConvUnit(features, relu_skip)
         self.has_residual = has_residual
-        self.resConfUnit2 = ResidualConvUnit(features)
+        self.resConfUnit2 = ResidualConvUnit(features, relu_skip)
 
     def forward(
         self, x: torch.Tensor, skip: torch.Tensor | None = None, size: Sequence[int] | None = None
     ) -> torch.Tensor:
+        """Fuse, resize to `size` (default: twice the input; no resize when already that size), 1×1 conv."""
         if self.has_residual:
             x = x + self.resConfUnit1(skip)
         x = self.resConfUnit2(x)
         if size is None:
             size = (x.shape[-2] * 2, x.shape[-1] * 2)
-        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
+        if tuple(size) != tuple(x.shape[-2:]):
+            x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
         return self.out_conv(x)
 
 
-class DPTHead(nn.Module):
+class DPTTrunk(nn.Module):
+    """What VGGT's DPT head and VGGT-Ω's dense head share: token norm, per-level projection and resize,
+    and the RefineNet fusion of four levels (`scratch`). Subclasses add their output convolutions."""
+
     def __init__(
         self,
         dim_in: int,
-        patch_size: int = 14,
-        output_dim: int = 4,
-        activation: str = "inv_log",
-        conf_activation: str = "expp1",
-        features: int = 256,
-        out_channels: Sequence[int] = (256, 512, 1024, 1024),
-        intermediate_layer_idx: Sequence[int] = (4, 11, 17, 23),
-        pos_embed: bool = True,
-        feature_only: bool = False,
-        down_ratio: int = 1,
-        frames_chunk_size: int | None = 8,
+        patch_size: int,
+        features: int,
+        out_channels: Sequence[int],
+        intermediate_layer_idx: Sequence[int],
+        relu_skip: bool = True,
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
-        self.activation = activation
-        self.conf_activation = conf_activation
-        self.pos_embed = pos_embed
-        self.feature_only = feature_only
-        self.down_ratio = down_ratio
-        self.frames_chunk_size: int | None = frames_chunk_size
         self.intermediate_layer_idx = tuple(intermediate_layer_idx)
         self.norm = nn.LayerNorm(dim_in)
         self.projects = nn.ModuleList(
@@ -155,10 +150,65 @@ class DPTHead(nn.Module):
                 f"layer{i}_rn",
                 nn.Conv2d(channels, features, 3, stride=1, padding=1, bias=False),
             )
-        self.scratch.refinenet1 = FeatureFusionBlock(features)
-        self.scratch.refinenet2 = FeatureFusionBlock(features)
-        self.scratch.refinenet3 = FeatureFusionBlock(features)
-        self.scratch.refinenet4 = FeatureFusionBlock(features, has_residual=False)
+        self.scratch.refinenet1 = FeatureFusionBlock(features, relu_skip=relu_skip)
+        self.scratch.refinenet2 = FeatureFusionBlock(features, relu_skip=relu_skip)
+        self.scratch.refinenet3 = FeatureFusionBlock(features, relu_skip=relu_skip)
+        self.scratch.refinenet4 = FeatureFusionBlock(features, has_residual=False, relu_skip=relu_skip)
+
+    def token_levels(
+        self,
+        aggregated_tokens_list: Sequence[torch.Tensor | None],
+        images: torch.Tensor,
+        patch_start_idx: int,
+        pos_embed: bool = True,
+    ) -> list[torch.Tensor]:
+        """The four levels' patch tokens as feature maps at 4, 2, 1 and 1/2 × the patch grid."""
+        batch, frames, _, height, width = images.shape
+        grid_h, grid_w = height // self.patch_size, width // self.patch_size
+        levels = []
+        for k, layer in enumerate(self.intermediate_layer_idx):
+            x = aggregated_tokens_list[layer][:, :, patch_start_idx:]
+            x = self.norm(x.reshape(batch * frames, -1, x.shape[-1]))
+            x = x.permute(0, 2, 1).reshape(x.shape[0], x.shape[-1], grid_h, grid_w)
+            x = self.projects[k](x)
+            if pos_embed:
+                x = add_pos_embed(x, width, height)
+            levels.append(self.resize_layers[k](x))
+        return levels
+
+    def fuse_levels(self, levels: list[torch.Tensor], last_size: Sequence[int] | None = None) -> torch.Tensor:
+        """RefineNet from the coarsest level up; the last fusion resizes to `last_size` (default ×2)."""
+        s = self.scratch
+        l1, l2, l3, l4 = (getattr(s, f"layer{i}_rn")(x) for i, x in enumerate(levels, start=1))
+        out = s.refinenet4(l4, size=l3.shape[2:])
+        out = s.refinenet3(out, l3, size=l2.shape[2:])
+        out = s.refinenet2(out, l2, size=l1.shape[2:])
+        return s.refinenet1(out, l1, size=last_size)
+
+
+class DPTHead(DPTTrunk):
+    def __init__(
+        self,
+        dim_in: int,
+        patch_size: int = 14,
+        output_dim: int = 4,
+        activation: str = "inv_log",
+        conf_activation: str = "expp1",
+        features: int = 256,
+        out_channels: Sequence[int] = (256, 512, 1024, 1024),
+        intermediate_layer_idx: Sequence[int] = (4, 11, 17, 23),
+        pos_embed: bool = True,
+        feature_only: bool = False,
+        down_ratio: int = 1,
+        frames_chunk_size: int | None = 8,
+    ) -> None:
+        super().__init__(dim_in, patch_size, features, out_channels, intermediate_layer_idx)
+        self.activation = activation
+        self.conf_activation = conf_activation
+        self.pos_embed = pos_embed
+        self.feature_only = feature_only
+        self.down_ratio = down_ratio
+        self.frames_chunk_size: int | None = frames_chunk_size
         if feature_only:
             self.scratch.output_conv1 = nn.Conv2d(features, features, kernel_size=3, stride=1, padding=1)
         else:
@@ -170,13 +220,7 @@ class DPTHead(nn.Module):
             )
 
     def fuse(self, levels: list[torch.Tensor]) -> torch.Tensor:
-        s = self.scratch
-        l1, l2, l3, l4 = (getattr(s, f"layer{i}_rn")(x) for i, x in enumerate(levels, start=1))
-        out = s.refinenet4(l4, size=l3.shape[2:])
-        out = s.refinenet3(out, l3, size=l2.shape[2:])
-        out = s.refinenet2(out, l2, size=l1.shape[2:])
-        out = s.refinenet1(out, l1)
-        return s.output_conv1(out)
+        return self.scratch.output_conv1(self.fuse_levels(levels))
 
     def forward(
         self, aggregated_tokens_list: list[torch.Tensor], images: torch.Tensor, patch_start_idx: int
@@ -193,7 +237,7 @@ class DPTHead(nn.Module):
             return self._forward_frames(aggregated_tokens_list, images, patch_start_idx)
         parts = [
             self._forward_frames(
-                [t[:, start : start + group] for t in aggregated_tokens_list],
+                [t if t is None else t[:, start : start + group] for t in aggregated_tokens_list],
                 images[:, start : start + group],
                 patch_start_idx,
             )
@@ -212,16 +256,7 @@ class DPTHead(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         batch, frames, _, height, width = images.shape
         grid_h, grid_w = height // self.patch_size, width // self.patch_size
-        levels = []
-        for k, layer in enumerate(self.intermediate_layer_idx):
-            x = aggregated_tokens_list[layer][:, :, patch_start_idx:]
-            x = self.norm(x.reshape(batch * frames, -1, x.shape[-1]))
-            x = x.permute(0, 2, 1).reshape(x.shape[0], x.shape[-1], grid_h, grid_w)
-            x = self.projects[k](x)
-            if self.pos_embed:
-                x = add_pos_embed(x, width, height)
-            levels.append(self.resize_layers[k](x))
-        out = self.fuse(levels)
+        out = self.fuse(self.token_levels(aggregated_tokens_list, images, patch_start_idx, self.pos_embed))
         size = (
             int(grid_h * self.patch_size / self.down_ratio),
             int(grid_w * self.patch_size / self.down_ratio),

@@ -109,12 +109,16 @@ class Block(nn.Module):
         norm_eps: float = 1e-5,
         qk_norm: bool = False,
         rope: RotaryPositionEmbedding2D | None = None,
+        attention: nn.Module | None = None,
     ) -> None:
+        """`attention`: a ready attention module to use instead of `Attention` (VGGT-Ω's variant)."""
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(
-            dim, num_heads, qkv_bias=qkv_bias, proj_bias=proj_bias, qk_norm=qk_norm, rope=rope
-        )
+        if attention is None:
+            attention = Attention(
+                dim, num_heads, qkv_bias=qkv_bias, proj_bias=proj_bias, qk_norm=qk_norm, rope=rope
+            )
+        self.attn = attention
         self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), bias=ffn_bias)

@@ -10,8 +10,28 @@ from pathlib import Path
 import torch
 
 from vggt_et.errors import UserError
-from vggt_et.model.presets import HEADS, PRESETS, get_preset
+from vggt_et.model.omega_config import VGGTOmegaConfig
+from vggt_et.model.presets import PRESETS, ModelConfig, get_preset
 from vggt_et.model.vggt import VGGT
+from vggt_et.model.vggt_omega import VGGTOmega
+
+Model = VGGT | VGGTOmega
+
+
+def model_from_config(config: ModelConfig, seed: int | None = None) -> Model:
+    """VGGT or VGGT-Ω, whichever family `config` describes."""
+    return VGGTOmega(config, seed) if isinstance(config, VGGTOmegaConfig) else VGGT(config, seed)
+
+
+def configure(
+    preset: str, *, track_head: bool | None = None, heads: Sequence[str] | None = None
+) -> ModelConfig:
+    """The preset's config with the chosen heads; a head the family lacks is a user error."""
+    try:
+        return get_preset(preset).with_heads(track=track_head, heads=heads)
+    except ValueError as exc:
+        raise UserError(f"preset {preset!r}: {exc}") from None
+
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -22,11 +42,11 @@ def build_model(
     track_head: bool | None = None,
     heads: Sequence[str] | None = None,
     device: str | torch.device = "cpu",
-) -> VGGT:
+) -> Model:
     """An un-loaded model of `preset` (default init). On `meta`, no memory is allocated."""
-    config = get_preset(preset).with_heads(track=track_head, heads=heads)
+    config = configure(preset, track_head=track_head, heads=heads)
     with torch.device(device):
-        return VGGT(config)
+        return model_from_config(config)
 
 
 def expected_shapes(
@@ -141,8 +161,15 @@ def _mismatches(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[
 
 def fitting_preset(state: Mapping[str, torch.Tensor], heads: Sequence[str] | None = None) -> str | None:
     """The built-in preset whose tensors match `state` (with `heads`, or with or without track head)."""
-    choices = [{"heads": heads}] if heads is not None else [{"track_head": True}, {"track_head": False}]
-    for name in PRESETS:
+    for name, config in PRESETS.items():
+        if heads is not None:
+            if not set(heads) <= set(config.HEADS):
+                continue
+            choices = [{"heads": heads}]
+        elif "track" in config.HEADS:
+            choices = [{"track_head": True}, {"track_head": False}]
+        else:
+            choices = [{}]
         if any(not _mismatches(state, expected_shapes(name, **choice)) for choice in choices):
             return name
     return None
@@ -158,8 +185,9 @@ def check_state_dict(
 ) -> dict[str, torch.Tensor]:
     """Drop tensors of heads that are off (with a notice); fail naming the first offenders otherwise."""
     state = dict(state)
-    for head in sorted(set(HEADS) - set(heads)):
-        prefix = f"{head}_head."
+    config = get_preset(preset)
+    for head in sorted(set(config.HEADS) - set(heads)):
+        prefix = f"{config.HEAD_MODULES[head]}."
         dropped = [k for k in state if k.startswith(prefix)]
         if dropped:
             if not quiet:
@@ -169,10 +197,20 @@ def check_state_dict(
             state = {k: v for k, v in state.items() if not k.startswith(prefix)}
     problems = _mismatches(state, expected_shapes(preset, heads=heads))
     if problems:
-        fits = fitting_preset(state, heads)
+        fits = fitting_preset(state, heads) or fitting_preset(state)
         hint = f"it fits preset {fits!r}" if fits else "no built-in preset fits it"
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
         raise UserError(f"{source} does not fit preset {preset!r}: {'; '.join(problems[:3])}{more}; {hint}")
+    unset = [
+        k
+        for k, v in state.items()
+        if k.endswith("bias_mask") and v.device.type != "meta" and not bool(torch.isfinite(v).all())
+    ]
+    if unset:
+        raise UserError(
+            f"{source}: {unset[0]} holds NaN/inf (+{len(unset) - 1} more): it was saved before the "
+            "official weight init ran; save the trained model's state dict instead"
+        )
     bad = sorted({str(v.dtype) for v in state.values() if v.dtype not in FLOAT_DTYPES})
     if bad:
         raise UserError(
@@ -189,7 +227,7 @@ def load_model(
     seed: int = 0,
     track_head: bool = False,
     heads: Sequence[str] | None = None,
-) -> VGGT:
+) -> Model:
     """Eager model in eval mode, float32, with the checkpoint's weights or a seeded random init.
 
     The track head is off by default: no compiled program uses it, and it costs 66 M parameters.
@@ -202,10 +240,9 @@ def load_model(
     if (checkpoint is None) == (not random_weights):
         raise UserError("give either a checkpoint or random_weights=True (--checkpoint F | --random-weights)")
     if heads is None:
-        heads = [h for h in HEADS if h != "track" or track_head]
+        heads = [h for h in get_preset(preset).HEADS if h != "track" or track_head]
     if checkpoint is None:
-        config = get_preset(preset).with_heads(heads=heads)
-        model = VGGT(config, seed=seed)
+        model = model_from_config(configure(preset, heads=heads), seed=seed)
     else:
         state = check_state_dict(
             read_state_dict(checkpoint), preset, heads=heads, source=f"checkpoint {checkpoint}"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from typing import ClassVar
 
 from vggt_et.errors import UserError
+from vggt_et.model.omega_config import OMEGA_PRESETS, VGGTOmegaConfig
 
 HEADS = ("camera", "depth", "point", "track")
 
@@ -51,6 +53,9 @@ class VGGTConfig:
     enable_track: bool = True
     track: TrackConfig = field(default_factory=TrackConfig)
 
+    HEADS: ClassVar[tuple[str, ...]] = HEADS  # the heads this family has
+    HEAD_MODULES: ClassVar[dict[str, str]] = {head: f"{head}_head" for head in HEADS}
+
     def __post_init__(self) -> None:
         head_dim = self.embed_dim // self.num_heads
         if self.embed_dim % self.num_heads or head_dim % 4:
@@ -72,7 +77,9 @@ class VGGTConfig:
         return asdict(self)
 
 
-PRESETS: dict[str, VGGTConfig] = {
+ModelConfig = VGGTConfig | VGGTOmegaConfig
+
+PRESETS: dict[str, ModelConfig] = {
     "vggt-1b": VGGTConfig(),
     # Same module tree at a fraction of the width and depth: compiles in seconds, for tests and demos.
     "tiny": VGGTConfig(
@@ -106,7 +113,10 @@ PRESETS: dict[str, VGGTConfig] = {
 }
 
 
-def get_preset(name: str) -> VGGTConfig:
+PRESETS.update(OMEGA_PRESETS)
+
+
+def get_preset(name: str) -> ModelConfig:
     try:
         return PRESETS[name]
     except KeyError:

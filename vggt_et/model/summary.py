@@ -12,29 +12,34 @@ PARTS = (
     "aggregator.patch_embed.",
     "aggregator.frame_blocks.",
     "aggregator.global_blocks.",
+    "aggregator.inter_frame_blocks.",  # VGGT-Ω
     "aggregator.",  # camera and register tokens (the rest of the aggregator)
     "camera_head.",
     "depth_head.",
+    "dense_head.",  # VGGT-Ω
     "point_head.",
     "track_head.",
 )
 
 
 def parameter_counts(preset: str) -> dict:
-    """{"preset", "total_params", "tensors", "parts": {part: params}, "config"} for the full preset."""
+    """{"preset", "total_params", "tensors", "buffers", "parts": {part: params}, "config"} for the full
+    preset. Parameters only (learnable); `tensors` counts every state-dict entry, buffers included (VGGT-Ω's
+    RoPE periods and qkv bias masks)."""
     model = build_model(preset, device="meta")
     parts: Counter[str] = Counter()
-    total = tensors = 0
-    for name, tensor in model.state_dict().items():
+    total = 0
+    for name, tensor in model.named_parameters():
         part = next(p for p in PARTS if name.startswith(p))
         parts[part.rstrip(".")] += tensor.numel()
         total += tensor.numel()
-        tensors += 1
     parts["aggregator (tokens)"] = parts.pop("aggregator", 0)
+    tensors = len(model.state_dict())
     return {
         "preset": preset,
         "total_params": total,
         "tensors": tensors,
+        "buffers": tensors - sum(1 for _ in model.parameters()),
         "fp32_bytes": total * 4,
         "parts": dict(parts),
         "config": get_preset(preset).to_dict(),

@@ -11,6 +11,12 @@ from vggt_et.model.dpt_head import DPTHead
 from vggt_et.model.presets import VGGTConfig
 
 
+def seed_part(seed: int | None, part: int) -> None:
+    """Seed the random init of one part of a model (aggregator 0, camera head 1, ...), if seeded."""
+    if seed is not None:
+        torch.manual_seed(seed * 1000 + part)
+
+
 class VGGT(nn.Module):
     """Submodules are registered in the official order (point_head before depth_head), so
     `state_dict()` lists tensors exactly as the released checkpoint does."""
@@ -22,8 +28,7 @@ class VGGT(nn.Module):
         self.config = config = config or VGGTConfig()
 
         def seeded(offset: int) -> None:
-            if seed is not None:
-                torch.manual_seed(seed * 1000 + offset)
+            seed_part(seed, offset)
 
         dim = 2 * config.embed_dim
         dpt = {
@@ -65,6 +70,18 @@ class VGGT(nn.Module):
             from vggt_et.model.track_head import build_track_head
 
             self.track_head = build_track_head(config)
+
+    def predict(
+        self, group: str, tokens: list[torch.Tensor], images: torch.Tensor, patch_start_idx: int
+    ) -> tuple[torch.Tensor, ...]:
+        """One output group's tensors ("depth", "points": values, conf; "camera": last pose_enc)."""
+        if group == "depth":
+            return self.depth_head(tokens, images, patch_start_idx)
+        if group == "points":
+            return self.point_head(tokens, images, patch_start_idx)
+        if group == "camera":
+            return (self.camera_head(tokens)[-1],)
+        raise ValueError(f"VGGT has no output group {group!r}")
 
     def forward(
         self, images: torch.Tensor, query_points: torch.Tensor | None = None
