@@ -88,8 +88,11 @@ class ResidualConvUnit(nn.Module):
         self.relu_skip = relu_skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv2(F.relu(self.conv1(F.relu(x))))
-        return out + (F.relu(x) if self.relu_skip else x)
+        # One ReLU node feeds both the convs and (VGGT) the skip: a second copy of it was enough for the
+        # int8-conv quantizer to leave that add with mismatched inputs, which XNNPACK refused at load.
+        activated = F.relu(x)
+        out = self.conv2(F.relu(self.conv1(activated)))
+        return out + (activated if self.relu_skip else x)
 
 
 class FeatureFusionBlock(nn.Module):
