@@ -112,7 +112,9 @@ OFFICIAL_HEAD_FRAMES = 8  # the official DPT head's frames_chunk_size
 def bound_head_frames(model: nn.Module, shape: ProgramShape, budget: int | None, itemsize: int = 4) -> int:
     """Sets the DPT heads' frame group to the most frames whose full-resolution map fits `budget` bytes (at
     least 1; the official 8 when there is no budget) and returns it. Results do not depend on the group."""
-    heads = [h for h in (model.depth_head, model.point_head) if h is not None]
+    # Heads that run frames in groups (VGGT's DPT heads); VGGT-Ω's dense head runs all frames at once.
+    candidates = (getattr(model, "depth_head", None), getattr(model, "point_head", None))
+    heads = [h for h in candidates if h is not None and hasattr(h, "full_resolution_bytes")]
     group = OFFICIAL_HEAD_FRAMES
     if budget is not None and heads:
         per_frame = max(h.full_resolution_bytes(shape.height, shape.width, itemsize) for h in heads)
