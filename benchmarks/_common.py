@@ -14,6 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+# The toy models (toy_runtime, toy_outliers) live with the tests; the benchmarks that use them import them
+# from there after importing this module.
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+if str(TESTS) not in sys.path:
+    sys.path.append(str(TESTS))
+
 
 def machine() -> str:
     """Where the figures were taken, printed beside every table."""

@@ -19,7 +19,8 @@ import time
 import torch
 
 import vggt_et.passes as P
-from vggt_et.export import ProgramShape, export_program
+from vggt_et.options import ProgramShape
+from vggt_et.pipeline.export import export_program
 
 
 def main() -> None:

@@ -35,12 +35,12 @@ def _time_pte(pte: Path, images: np.ndarray, iters: int) -> dict:
 
 def _time_eager(preset: str, outputs: str, images: np.ndarray, iters: int) -> dict:
     """Our eager model on the same inputs; built and freed here, so it never sits beside another model."""
-    from vggt_et.compile import OUTPUT_HEADS
-    from vggt_et.export import VGGTProgram, parse_outputs
     from vggt_et.model.loading import load_model
+    from vggt_et.options import heads_for, parse_outputs
+    from vggt_et.pipeline.export import VGGTProgram
 
     groups = parse_outputs(outputs)
-    heads = sorted({OUTPUT_HEADS[g] for g in groups})
+    heads = heads_for(groups)
     eager = VGGTProgram(load_model(preset, random_weights=True, heads=heads), groups).eval()
     x = torch.from_numpy(images)
     with torch.no_grad():
@@ -104,7 +104,7 @@ def main() -> None:
 
     tflite_ms = None
     if args.tflite:
-        from vggt_et.tflite import TfliteProgram
+        from vggt_et.pipeline.tflite import TfliteProgram
 
         interpreter = TfliteProgram(str(tfl))  # loaded and allocated once, like the .pte
         tflite_ms = time_calls(lambda: interpreter.run(images), args.iters)

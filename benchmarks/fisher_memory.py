@@ -15,8 +15,9 @@ import tempfile
 from pathlib import Path
 
 from _common import add_shape_args, machine, run_cli
-from vggt_et.io_utils import format_table, write_json
 from vggt_et.quantizers.fisher import FisherStats
+from vggt_et.utils.files import write_json
+from vggt_et.utils.tables import format_table
 
 VARIANTS = {"recompute blocks (default)": [], "keep activations": ["--keep-activations"]}
 

@@ -6,8 +6,9 @@
 
 For each (quant, frame count, attention form) it compiles VGGT (random weights, depth, XNNPACK) with
 `vggt-et compile --attention-budget FORM` ('none' is today's whole attention), runs the program once with the
-C++ host runner (a priming run that writes XNNPACK's packed-weight cache, then the measured run, as
-`vggt-et bench` does) and prints compile time, .pte size, latency, latency per frame, the runner's peak RSS
+C++ host runner (a priming run that writes XNNPACK's packed-weight cache, as `vggt-et bench` does, then
+--rounds measured runs taken in turns with the other forms at the same S, so load on the machine falls on
+every form alike; the median is reported) and prints compile time, .pte size, latency, latency per frame, the runner's peak RSS
 and activations = peak RSS - .pte - the runner's own baseline (its peak RSS on a tiny program less that
 program). ExecuTorch's memory plan does not see inside the XNNPACK delegate, so the process is measured.
 Rows are written to OUT/rows.json as they finish (a stopped run keeps its rows; --resume skips them) and a
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import machine
+from vggt_et.utils.tables import format_table
 
 MIB = 2**20
 
@@ -51,22 +53,44 @@ def _compile(args, out: Path, frames: int, quant: str, form: str) -> dict:
     return data
 
 
-def _run(args, runner: Path, pte: Path, frames: int, work: Path) -> dict:
-    """Priming run (packs weights into the cache) and the measured run; returns the measured run's JSON."""
+def _runner_argv(args, runner: Path, pte: Path, work: Path) -> list[str]:
+    argv = [str(runner), "--model", str(pte), "--input", str(work / "images.npy"), "--iters", "1"]
+    argv += [
+        "--warmup",
+        "0",
+        "--json",
+        str(work / "stats.json"),
+        "--xnnpack-cache",
+        str(work / f"{pte.stem}.xnncache"),
+    ]
+    return argv + (["--threads", str(args.threads)] if args.threads else [])
+
+
+def _run_interleaved(args, runner: Path, ptes: dict[str, Path], frames: int, work: Path) -> dict[str, dict]:
+    """Per program: a priming run (packs weights into its cache), then `--rounds` measured runs taken in
+    turns across the programs, so a slow spell of the machine falls on every form alike. Returns per form
+    the median latency and the largest peak RSS of its measured runs."""
     images = np.random.default_rng(0).random((1, frames, 3, args.height, args.width), dtype=np.float32)
     work.mkdir(parents=True, exist_ok=True)
     np.save(work / "images.npy", images)
-    cache = work / "weights.xnncache"
-    cache.unlink(missing_ok=True)
-    stats = work / "stats.json"
-    for _ in range(2):
-        argv = [str(runner), "--model", str(pte), "--input", str(work / "images.npy"), "--iters", "1"]
-        argv += ["--warmup", "0", "--json", str(stats), "--xnnpack-cache", str(cache)]
-        if args.threads:
-            argv += ["--threads", str(args.threads)]
-        subprocess.run(_locked(args.lock, argv), check=True, stdout=subprocess.DEVNULL, timeout=args.timeout)
-    cache.unlink(missing_ok=True)
-    return json.loads(stats.read_text())
+    runs: dict[str, list[dict]] = {form: [] for form in ptes}
+    for round_ in range(args.rounds + 1):
+        for form, pte in ptes.items():
+            argv = _runner_argv(args, runner, pte, work)
+            subprocess.run(
+                _locked(args.lock, argv), check=True, stdout=subprocess.DEVNULL, timeout=args.timeout
+            )
+            if round_:  # round 0 primes the weight cache
+                runs[form].append(json.loads((work / "stats.json").read_text()))
+    for pte in ptes.values():
+        (work / f"{pte.stem}.xnncache").unlink(missing_ok=True)
+    return {
+        form: {
+            "latency_ms": {"median": float(np.median([r["latency_ms"]["median"] for r in measured]))},
+            "peak_rss_bytes": max(r["peak_rss_bytes"] for r in measured),
+        }
+        for form, measured in runs.items()
+    }
 
 
 def _baseline(args, runner: Path, out: Path) -> int:
@@ -101,24 +125,22 @@ def _row(quant: str, form: str, frames: int, report: dict, stats: dict, baseline
 
 
 HEADER = ["quant", "form", "S", "compile s", ".pte MiB", "latency s", "s/frame", "peak RSS MiB", "activ. MiB"]
+KEYS = [
+    "quant",
+    "form",
+    "frames",
+    "compile_s",
+    "pte_mib",
+    "latency_s",
+    "latency_per_frame_s",
+    "peak_rss_mib",
+    "activations_mib",
+]
+FORMATS = [None, None, "d", ".0f", ".0f", ".2f", ".2f", ".0f", ".0f"]
 
 
 def format_rows(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    for r in rows:
-        cells = [
-            r["quant"],
-            r["form"],
-            str(r["frames"]),
-            f"{r['compile_s']:.0f}",
-            f"{r['pte_mib']:.0f}",
-            f"{r['latency_s']:.2f}",
-            f"{r['latency_per_frame_s']:.2f}",
-            f"{r['peak_rss_mib']:.0f}",
-            f"{r['activations_mib']:.0f}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return format_table(HEADER, [[r[k] for k in KEYS] for r in rows], FORMATS, markdown=True)
 
 
 def ratios(rows: list[dict]) -> list[str]:
@@ -185,6 +207,7 @@ def main() -> None:
     parser.add_argument("--quant", default="fp32,w4")
     parser.add_argument("--forms", default="none,64MiB", help="Attention budgets; 'none' is today's form.")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="Measured runs per program, interleaved.")
     parser.add_argument("--timeout", type=float, default=3600.0, help="Seconds per runner run.")
     parser.add_argument("--lock", default="/tmp/vggt-heavy.lock", help="flock file ('' for none).")
     parser.add_argument("--out", default="frames_scaling_out")
@@ -204,26 +227,28 @@ def main() -> None:
     print(f"# {title}\n# runner baseline {baseline / MIB:.0f} MiB", flush=True)
     for quant in args.quant.split(","):
         for frames in (int(s) for s in args.frames.split(",")):
-            for form in args.forms.split(","):
-                if (quant, form, frames) in done:
-                    continue
-                start = time.perf_counter()
-                try:
-                    report = _compile(args, out, frames, quant, form)
-                    stats = _run(args, runner, report["pte"], frames, out / "run")
-                except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
-                    print(
-                        f"# {quant} {form} S={frames} failed after {time.perf_counter() - start:.0f} s: {error}"
-                    )
-                    continue
-                finally:
-                    pte = out / f"{args.preset}-{quant}-{form}-s{frames}.pte"
-                    if not args.keep_pte:
-                        pte.unlink(missing_ok=True)
-                rows.append(_row(quant, form, frames, report, stats, baseline))
-                rows_path.write_text(json.dumps(rows, indent=1))
+            forms = [f for f in args.forms.split(",") if (quant, f, frames) not in done]
+            if not forms:
+                continue
+            start = time.perf_counter()
+            reports: dict[str, dict] = {}
+            try:
+                for form in forms:
+                    reports[form] = _compile(args, out, frames, quant, form)
+                ptes = {form: report["pte"] for form, report in reports.items()}
+                measured = _run_interleaved(args, runner, ptes, frames, out / "run")
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+                print(f"# {quant} S={frames} failed after {time.perf_counter() - start:.0f} s: {error}")
+                continue
+            finally:
+                if not args.keep_pte:
+                    for form in forms:
+                        (out / f"{args.preset}-{quant}-{form}-s{frames}.pte").unlink(missing_ok=True)
+            for form in forms:
+                rows.append(_row(quant, form, frames, reports[form], measured[form], baseline))
                 print(format_rows(rows[-1:]).splitlines()[-1], flush=True)
-                plot(rows, out / "frames_scaling.png", title)
+            rows_path.write_text(json.dumps(rows, indent=1))
+            plot(rows, out / "frames_scaling.png", title)
     print(f"\n# {title}\n# runner baseline {baseline / MIB:.0f} MiB\n" + format_rows(rows))
     print("\n".join(ratios(rows)))
     plot(rows, out / "frames_scaling.png", title)

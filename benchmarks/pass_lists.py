@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 import vggt_et.passes as P
-from vggt_et.export import ProgramShape, export_program
+from vggt_et.options import ProgramShape
+from vggt_et.pipeline.export import export_program
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,11 +18,12 @@ import tempfile
 from pathlib import Path
 
 from _common import add_shape_args, machine, read_json, run_cli, time_interleaved
-from vggt_et.evaluate import ground_truth_metrics, scene_inputs
-from vggt_et.inference import program_info, run_program
-from vggt_et.io_utils import format_table, write_json
+from vggt_et.commands.compare import ground_truth_metrics, scene_inputs
+from vggt_et.outputs.inference import program_info, run_program
 from vggt_et.runtime.metrics import rel_l2
 from vggt_et.runtime.program import PteProgram, set_threads
+from vggt_et.utils.files import write_json
+from vggt_et.utils.tables import format_table
 
 
 def main() -> None:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vggt_et.utils.tables import format_table
+
 RSS_TARGET = 1.15
 
 
@@ -123,7 +125,7 @@ def compare(model: Path, runner: Path, iters: int, warmup: int, threads: int) ->
     }
 
 
-def format_table(result: dict) -> str:
+def format_result(result: dict) -> str:
     """Side by side, with python/runner ratios; the cached runner is the deployment configuration."""
     columns = [result["runner"], result["runner_cached"], result["python"]]
     size, mib = result["pte_bytes"], 2**20
@@ -135,17 +137,19 @@ def format_table(result: dict) -> str:
     rows.append(("peak RSS / .pte", [c["peak_rss_bytes"] / size for c in columns]))
     above = (python["peak_rss_bytes"] - python["baseline_rss_bytes"]) / size
     rows.append(("peak RSS above baseline / .pte", [None, None, above]))
+
+    def ratio(values: list, i: int) -> str:
+        return "-" if values[i] in (None, 0) or values[2] is None else f"{values[2] / values[i]:.2f}x"
+
+    table = [(name, *values, ratio(values, 0), ratio(values, 1)) for name, values in rows]
     lines = [
         f".pte: {result['model']} ({size / mib:.1f} MiB), {result['iters']} iterations, {result['threads']} threads",
-        f"{'':32}{'runner':>10}{'+cache':>10}{'python':>10}{'py/runner':>11}{'py/+cache':>11}",
+        format_table(
+            ["", "runner", "+cache", "python", "py/runner", "py/+cache"],
+            table,
+            [None, ".2f", ".2f", ".2f", None, None],
+        ),
     ]
-    for name, values in rows:
-        cells = "".join("         -" if v is None else f"{v:>10.2f}" for v in values)
-        ratios = "".join(
-            f"{'-':>11}" if v in (None, 0) or values[2] is None else f"{values[2] / v:>10.2f}x"
-            for v in values[:2]
-        )
-        lines.append(f"{name:32}{cells}{ratios}")
     for label, column in (("runner", columns[0]), ("runner + XNNPACK weight cache", columns[1])):
         ratio = column["peak_rss_bytes"] / size
         verdict = "meets" if ratio <= RSS_TARGET else "misses"
@@ -173,7 +177,9 @@ def main() -> None:
         if not model.is_file():
             sys.exit(f"error: {model} does not exist")
     else:
-        from vggt_et.runtime.toy import build_toy_pte
+        from toy_runtime import build_toy_pte
+
+        import _common  # noqa: F401 - puts tests/ (the toy models) on the path
 
         model = Path(tempfile.gettempdir()) / f"vggt-et-toy-{args.toy_channels}.pte"
         if not model.is_file():
@@ -186,7 +192,7 @@ def main() -> None:
 
         runner = build_runner("host")
     result = compare(model, runner, args.iters, args.warmup, args.threads)
-    print(format_table(result))
+    print(format_result(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 

@@ -15,18 +15,19 @@ import copy
 from dataclasses import dataclass
 
 import torch
-
-from vggt_et.quantizers.clipping import apply_fisher_clipping, block_linears, capture_block_inputs
-from vggt_et.quantizers.fisher import compute_block_fisher
-from vggt_et.quantizers.mixed_precision import plan_mixed_precision
-from vggt_et.quantizers.rotation import fold_residual_rotation
-from vggt_et.quantizers.toy_transformer import (
+from toy_outliers import (
     ToyTransformer,
     make_outlier_transformer,
     toy_rotation_spec,
     toy_samples,
     toy_tasks,
 )
+
+import _common  # noqa: F401 - puts tests/ (the toy models) on the path
+from vggt_et.quantizers.clipping import apply_fisher_clipping, block_linears, capture_block_inputs
+from vggt_et.quantizers.fisher import compute_block_fisher
+from vggt_et.quantizers.mixed_precision import plan_mixed_precision
+from vggt_et.quantizers.rotation import fold_residual_rotation
 from vggt_et.quantizers.w4_transforms import (
     fake_quantize_linears,
     weight_storage_bytes,

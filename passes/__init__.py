@@ -3,6 +3,10 @@
 ep = vggt_et.passes.apply(ep, "xnnpack")             # or "qnn", "portable", "tflite"
 ep, reports = vggt_et.passes.apply_with_report(ep, "xnnpack")
 report = vggt_et.passes.audit_program(ep, "xnnpack")  # audit JSON; format_audit(report) prints it
+
+Owns: the rewrites (one module per idea), the per-backend pass lists and their order constraints (manager.py),
+the audit of what a backend takes. Imports: torch, ExecuTorch and `vggt_et.utils` only, never the model, the
+pipeline or anything that knows VGGT (tests/test_layout.py checks it); tested on generated toy transformers.
 """
 
 from .activations import explicit_activations

@@ -9,7 +9,7 @@ and whether an SDPA survives.
 from __future__ import annotations
 
 import collections
-import sys
+import logging
 import time
 from typing import Any
 
@@ -17,7 +17,11 @@ import torch
 from torch.export import ExportedProgram
 from torch.fx import Graph
 
+from vggt_et.utils.tables import format_table
+
 from .manager import BACKENDS, apply_with_report
+
+logger = logging.getLogger(__name__)
 
 # Nodes that move no data and compute nothing: never counted as (non-)delegated compute.
 _BOOKKEEPING = {
@@ -154,7 +158,7 @@ def audit_program(
     after: dict[str, Any] = {}
     if backend == "xnnpack":
         if progress:
-            print("audit: lowering with XnnpackPartitioner ...", file=sys.stderr)
+            logger.info("audit: lowering with XnnpackPartitioner ...")
         t1 = time.perf_counter()
         lowered = lower_xnnpack(ep).exported_program()
         report["lower_seconds"] = time.perf_counter() - t1
@@ -180,24 +184,26 @@ def format_audit(report: dict[str, Any]) -> str:
     after = report.get("after", {})
     ops_after = after.get("ops", {})
     outside = after.get("non_delegated", {})
-    lines = [f"backend {report.get('backend')}  input {report.get('input_shape')}"]
-    names = sorted(set(before) | set(ops_after))
-    width = max([len(n) for n in names] + [10])
-    lines.append(f"{'op':<{width}}  {'before':>7}  {'after':>7}  {'outside':>7}")
-    for name in names:
+    lowered = after.get("delegate_segments") is not None
+    rows = []
+    for name in sorted(set(before) | set(ops_after)):
         b, a, o = before.get(name, 0), ops_after.get(name, 0), outside.get(name, 0)
-        lowered = after.get("delegate_segments") is not None
-        mark = "  NOT DELEGATED" if a and o and lowered else ""
-        lines.append(f"{name:<{width}}  {b:>7}  {a:>7}  {o:>7}{mark}")
+        rows.append((name, b, a, o, "NOT DELEGATED" if a and o and lowered else ""))
+    lines = [
+        f"backend {report.get('backend')}  input {report.get('input_shape')}",
+        format_table(["op", "before", "after", "outside", ""], rows, [None, "d", "d", "d", None]),
+    ]
     frac = after.get("delegated_fraction")
     lines.append(
         f"delegate segments: {after.get('delegate_segments')}  delegated fraction: "
         f"{'n/a' if frac is None else f'{frac:.3f}'}  max rank: {after.get('max_rank')}  "
         f"SDPA left: {after.get('sdpa_remaining')}"
     )
-    for p in report.get("passes", []):
-        lines.append(
-            f"pass {p['name']:<22} changed={p['changed']}  matches={p.get('matches')}  "
-            f"nodes {p.get('nodes_before')} -> {p.get('nodes_after')}"
-        )
+    passes = report.get("passes", [])
+    if passes:
+        rows = [
+            (p["name"], p["changed"], p.get("matches"), p.get("nodes_before"), p.get("nodes_after"))
+            for p in passes
+        ]
+        lines.append(format_table(["pass", "changed", "matches", "nodes before", "nodes after"], rows))
     return "\n".join(lines)

@@ -14,9 +14,9 @@ with `slice` nodes.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +25,8 @@ from torch.fx import Node
 
 from .graph_utils import PassError, add_constant, const_kind_of, constant_value, emit, finalize, static_shape
 from .sdpa import SDPA_OPS, _arg
+
+logger = logging.getLogger(__name__)
 
 aten = torch.ops.aten
 
@@ -151,7 +153,7 @@ def _rewrite(ep: ExportedProgram, node: Node, plan: BlockPlan, q, k, v, mask, sc
 
 
 def _skip(node: Node, why: str) -> None:
-    print(f"bound_attention: left {node.name} whole: {why}", file=sys.stderr)
+    logger.warning("bound_attention: left %s whole: %s", node.name, why)
 
 
 def bound_attention(

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import logging
 import operator
-import sys
 from typing import Any
 
 import torch
@@ -30,6 +30,8 @@ from torch.export import ExportedProgram
 from torch.fx import Node
 
 from .graph_utils import add_constant, const_kind_of, constant_value, done, static_shape
+
+logger = logging.getLogger(__name__)
 
 aten = torch.ops.aten
 
@@ -288,7 +290,7 @@ def _evaluate(
         try:
             values[node] = _run(node, _materialize(node.args, values), _materialize(node.kwargs, values))
         except (RuntimeError, NotImplementedError) as e:  # leave it to run time, say why
-            print(f"fold_constants: cannot evaluate {node.name} ({node.target}): {e}", file=sys.stderr)
+            logger.warning("fold_constants: cannot evaluate %s (%s): %s", node.name, node.target, e)
             failed.add(node)
             if _written_args(node):  # a failed write makes every value of that tensor unknown
                 r = root[_written_args(node)[0]]

@@ -17,7 +17,7 @@ property tests check that a second run of a whole list changes nothing.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -41,6 +41,8 @@ from .reductions import reduce_means
 from .rotate_half import rewrite_rotate_half
 from .sdpa import decompose_sdpa
 from .slicing import push_slices, select_to_slice
+
+logger = logging.getLogger(__name__)
 
 PassFn = Callable[[ExportedProgram], tuple[ExportedProgram, int]]
 
@@ -228,7 +230,7 @@ class _Reported(ExportedProgramPassBase):
     def call(self, exported_program: ExportedProgram) -> ExportedProgramPassResult:
         self.log.current = self.step.name
         if self.progress:
-            print(f"passes {self.position} {self.step.name} ...", file=sys.stderr, flush=True)
+            logger.info("passes %s %s ...", self.position, self.step.name)
         before = _count_nodes(exported_program)
         t0 = time.perf_counter()
         result = self.step(exported_program)

@@ -13,8 +13,8 @@ differs from PyTorch's kernel only by float rounding.
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 
 import torch
 from torch.export import ExportedProgram
@@ -30,6 +30,8 @@ from .graph_utils import (
     prod,
     static_shape,
 )
+
+logger = logging.getLogger(__name__)
 
 aten = torch.ops.aten
 SDPA_OPS = (aten.scaled_dot_product_attention.default,)
@@ -84,7 +86,7 @@ def _attend(
 
 def _skip(node: Node, why: str) -> None:
     """Forms the rewrite does not cover stay as SDPA (the audit reports them) instead of failing the build."""
-    print(f"decompose_sdpa: left {node.name} as is: {why}", file=sys.stderr)
+    logger.warning("decompose_sdpa: left %s as is: %s", node.name, why)
 
 
 def decompose_sdpa(ep: ExportedProgram, split_heads: bool = False) -> tuple[ExportedProgram, int]:

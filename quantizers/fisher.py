@@ -19,8 +19,9 @@ from typing import Any
 import torch
 import torch.utils.checkpoint
 from torch import nn
+from tqdm import tqdm
 
-from .w4_transforms import atomic_torch_save
+from vggt_et.utils.files import atomic_output_path, atomic_write
 
 FISHER_FLOOR = 0.01
 
@@ -119,7 +120,7 @@ class FisherStats:
             "num_samples": int(self.num_samples),
             "metadata_json": metadata_json,
         }
-        atomic_torch_save(payload, path)
+        atomic_write(path, lambda f: torch.save(payload, f), user_path=False)
 
     @classmethod
     def load(cls, path: str) -> FisherStats:
@@ -211,7 +212,7 @@ def compute_block_fisher(
         for p, _ in frozen:
             p.requires_grad_(False)
         with recomputed_in_backward(recomputed), torch.enable_grad():
-            for sample in samples:
+            for sample in tqdm(samples, desc="fisher", unit="sample", file=sys.stderr, disable=not progress):
                 captured[:] = [None] * len(blocks)
                 outputs = call_model(model, sample)
                 missing = [blocks[i][0] for i, t in enumerate(captured) if t is None]
@@ -240,8 +241,6 @@ def compute_block_fisher(
                                 squared.reshape(-1, squared.shape[-1]).sum(dim=0).cpu()
                             )
                 count += 1
-                if progress:
-                    print(f"fisher: sample {count} done", file=sys.stderr, flush=True)
     finally:
         for handle in handles:
             handle.remove()
@@ -260,8 +259,6 @@ def compute_block_fisher(
 
 def plot_fisher_heatmap(stats: FisherStats, path: str) -> None:
     """PNG: mean per-task-normalised Fisher per block x task (log10), beside the combined [L, C] weights."""
-    import os
-    import tempfile
 
     import matplotlib
 
@@ -286,14 +283,8 @@ def plot_fisher_heatmap(stats: FisherStats, path: str) -> None:
     right.set_title("log10 combined FGQ weight (block mean 1, floor 0.01)")
     fig.colorbar(image, ax=right)
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
+        with atomic_output_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)

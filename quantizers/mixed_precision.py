@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from vggt_et.utils.tables import format_table
+
 from .clipping import (
     BlockCalibration,
     BlockCall,
@@ -137,16 +139,19 @@ class MixedPrecisionReport:
         return sum(s.params for n, s in self.layers.items() if self.plan[n] == 4) / total
 
     def table(self) -> str:
-        lines = [f"{'layer':40s} bits  params    w4_err      w8_err"]
-        for name, s in self.layers.items():
-            lines.append(f"{name:40s} {self.plan[name]:4d} {s.params:8d}  {s.w4_error:.3e}  {s.w8_error:.3e}")
-        lines.append(f"{'block':40s} weighted_err  unweighted_err")
-        for name, (weighted, unweighted) in self.block_errors.items():
-            lines.append(f"{name:40s} {weighted:.3e}     {unweighted:.3e}")
-        lines.append(
-            f"size {self.size_bytes} B (all-W4 {self.all_w4_bytes} B), W4 share {self.w4_fraction:.3f}"
+        """Per layer: bits and errors; per block: errors; then the size against all-W4."""
+        layers = format_table(
+            ["layer", "bits", "params", "w4_err", "w8_err"],
+            [(name, self.plan[name], s.params, s.w4_error, s.w8_error) for name, s in self.layers.items()],
+            [None, "d", "d", ".3e", ".3e"],
         )
-        return "\n".join(lines)
+        blocks = format_table(
+            ["block", "weighted_err", "unweighted_err"],
+            [(name, *errors) for name, errors in self.block_errors.items()],
+            [None, ".3e", ".3e"],
+        )
+        size = f"size {self.size_bytes} B (all-W4 {self.all_w4_bytes} B), W4 share {self.w4_fraction:.3f}"
+        return f"{layers}\n{blocks}\n{size}"
 
 
 def plan_mixed_precision(

@@ -343,3 +343,34 @@ def fold_value_output_rotation(
         bias[value_rows_start:stop] = rotation @ bias[value_rows_start:stop]
         _set(v.bias, bias)
     _set(out.weight, out.weight.detach().double() @ rotation.T.to(out.weight.device))
+
+
+class DelegableRotatedLayerNorm(nn.Module):
+    """``RotatedLayerNorm``'s arithmetic on a [A, N, width, 1] view, means over dims (2, 3) with keepdim.
+
+    Why: exported as is, its rms_norm and sum do not reach XNNPACK (they split every block into separate
+    delegates); this is the form `passes.decompose_layer_norm` gives LayerNorm, which XNNPACK takes whole.
+    The mean-slot sum is a masked mean times ``width / copies``.
+    """
+
+    def __init__(self, source: RotatedLayerNorm) -> None:
+        super().__init__()
+        self.width, self.copies, self.eps = source.width, source.copies, float(source.eps)
+        self.register_buffer("mean_slots", source.mean_slots.detach().clone().reshape(1, 1, -1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x4 = x.reshape(-1, x.shape[-2] if x.dim() > 1 else 1, self.width, 1)
+        slot_mean = (x4 * self.mean_slots).mean(dim=(2, 3), keepdim=True) * (self.width / self.copies)
+        centred = x4 - slot_mean * self.mean_slots
+        variance = (centred * centred).mean(dim=(2, 3), keepdim=True)
+        return (centred * torch.rsqrt(variance + self.eps)).reshape(x.shape)
+
+
+def delegable_norms(model: nn.Module) -> None:
+    """Swap every RotatedLayerNorm of `model` for its DelegableRotatedLayerNorm form, in place."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, RotatedLayerNorm):
+            parent, _, child = name.rpartition(".")
+            setattr(
+                model.get_submodule(parent) if parent else model, child, DelegableRotatedLayerNorm(module)
+            )

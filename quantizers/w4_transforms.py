@@ -8,8 +8,6 @@ clamped to ``[-8, 7]``) so that a weight pre-clamped here quantizes to the same 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -172,18 +170,3 @@ def wrap_activation_fake_quant(model: nn.Module, names: list[str], bits: int = 8
         if not isinstance(linear, nn.Linear):
             raise ValueError(f"{name!r} is not an nn.Linear")
         setattr(parent, child, ActivationFakeQuant(linear, bits))
-
-
-def atomic_torch_save(obj: object, path: str | os.PathLike[str]) -> None:
-    """torch.save through a temporary file and os.replace, so readers never see a half-written file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

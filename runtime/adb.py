@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from vggt_et.cleanup import run_child
+from vggt_et.utils.cleanup import run_child
 
 EXIT_MARKER = "VGGT_ET_EXIT="
 

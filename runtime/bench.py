@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vggt_et.cleanup import run_child
-from vggt_et.io_utils import write_json
 from vggt_et.runtime.adb import AdbDevice, AdbError, total_bytes
 from vggt_et.runtime.program import ProgramError, PteProgram, example_inputs, method_for_shapes
+from vggt_et.utils.cleanup import run_child
+from vggt_et.utils.files import write_json
+from vggt_et.utils.tables import format_table
 
 REMOTE_ROOT = "/data/local/tmp/vggt-et"
 RUNNER_NAME = "vggt_et_runner"
@@ -340,8 +341,8 @@ def run_bench(
     return report
 
 
-def format_table(report: dict) -> str:
-    """The report as an aligned two-column table, then one row per output check."""
+def format_report(report: dict) -> str:
+    """The report as a two-column table: timings, memory, then one row per output check."""
     latency = report["latency_ms"]
     rows = [
         ("where", report["where"]),
@@ -374,8 +375,7 @@ def format_table(report: dict) -> str:
             "yes" if report["check"]["ok"] else f"NO (tolerance {report['check']['tolerance']})",
         )
     )
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    return format_table(["measure", "value"], rows)
 
 
 def bench_command(
@@ -404,7 +404,7 @@ def bench_command(
         echo=echo,
         method=method,
     )
-    echo(format_table(report))
+    echo(format_report(report))
     return report
 
 

@@ -15,7 +15,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vggt_et import io_utils
+from vggt_et.utils import tables
 
 from .program import PteProgram, example_inputs
 
@@ -86,6 +86,4 @@ def format_table(rows: list[OpKindTime], top: int | None = None) -> str:
         summed = (sum(r.ms for r in rest), sum(r.count for r in rest), sum(r.share for r in rest))
         table.append((f"({len(rest)} other kinds)", *summed))
     table.append(("total", sum(r.ms for r in rows), sum(r.count for r in rows), None))
-    return io_utils.format_table(
-        ["op kind", "ms", "count", "share"], table, formats=[None, ".1f", "d", ".1%"]
-    )
+    return tables.format_table(["op kind", "ms", "count", "share"], table, formats=[None, ".1f", "d", ".1%"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vggt_et.cleanup import run_child
+from vggt_et.utils.cleanup import run_child
 
 RUNNER_DIR = Path(__file__).resolve().parent.parent / "android_runner"
 BUILD_SCRIPT = RUNNER_DIR / "ci_build.sh"

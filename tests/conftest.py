@@ -50,7 +50,7 @@ def runner():
 @pytest.fixture(scope="module")
 def toy():
     """A small fp32 XNNPACK toy program (conv + attention), cached on disk."""
-    from vggt_et.runtime.toy import cached_toy_pte
+    from toy_runtime import cached_toy_pte
 
     return cached_toy_pte("fp32")
 
@@ -59,7 +59,8 @@ TINY_SHAPE = {"frames": 2, "height": 28, "width": 42}
 
 
 def _compile_tiny(folder: Path, name: str, outputs: tuple[str, ...]) -> Path:
-    from vggt_et.compile import CompileOptions, compile_model
+    from vggt_et.options import CompileOptions
+    from vggt_et.pipeline.compile import compile_model
 
     out = folder / f"{name}.pte"
     compile_model(

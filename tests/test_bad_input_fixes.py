@@ -16,9 +16,10 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import vggt_et
-from vggt_et.compile import CompileOptions, validate
-from vggt_et.errors import UserError
 from vggt_et.model.loading import read_state_dict
+from vggt_et.options import CompileOptions, QuantSettings
+from vggt_et.pipeline.compile import validate
+from vggt_et.utils.errors import UserError
 
 
 def _run_cli(cli: list[str], *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -101,7 +102,7 @@ def test_images_list_keeps_its_order_and_stops_at_the_next_option() -> None:
 def test_keep_float_pattern_matching_nothing_warns_with_near_names(tmp_path, caplog) -> None:
     options = CompileOptions(
         preset="tiny", random_weights=True, quant="int8", frames=2, height=28, width=42, outputs=("depth", "camera"),
-        output=str(tmp_path / "m.pte"), extra={"keep_float": ("model.depth_hed.*", "model.camera_head.*")},
+        output=str(tmp_path / "m.pte"), quantization=QuantSettings(keep_float=("model.depth_hed.*", "model.camera_head.*")),
     )  # fmt: skip
     with caplog.at_level(logging.WARNING):
         validate(options)
@@ -137,14 +138,14 @@ def test_no_images_run_does_not_speak_of_calibration(tmp_path, vggt_et_cli, tiny
 
 
 def test_tflite_conversion_refused_up_front_when_memory_is_short(tmp_path, monkeypatch) -> None:
-    import vggt_et.stages
-    from vggt_et.compile import _check_tflite_memory
+    import vggt_et.utils.timing
+    from vggt_et.pipeline.compile import _check_tflite_memory
 
     options = CompileOptions(
         preset="vggt-1b", random_weights=True, backend="tflite", output=str(tmp_path / "m")
     )
-    monkeypatch.setattr(vggt_et.stages, "available_memory_bytes", lambda: 16 * 2**30)
+    monkeypatch.setattr(vggt_et.utils.timing, "available_memory_bytes", lambda: 16 * 2**30)
     with pytest.raises(UserError, match=r"needs about 20\.0 GiB .* 16\.0 GiB is available"):
         _check_tflite_memory(options, ["depth"])  # measured: 20.0 GiB for VGGT-1B depth-only
-    monkeypatch.setattr(vggt_et.stages, "available_memory_bytes", lambda: 64 * 2**30)
+    monkeypatch.setattr(vggt_et.utils.timing, "available_memory_bytes", lambda: 64 * 2**30)
     _check_tflite_memory(options, ["depth"])

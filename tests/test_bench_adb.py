@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from vggt_et.runtime.adb import AdbError
-from vggt_et.runtime.bench import REMOTE_ROOT, BenchError, bench_command, format_table, run_bench
+from vggt_et.runtime.bench import REMOTE_ROOT, BenchError, bench_command, format_report, run_bench
 
 SERIAL = "FAKE0001"
 
@@ -136,7 +136,7 @@ def test_host_bench(runner: Path, toy: Path, weight_cache: bool) -> None:
     assert report["check"]["ok"]
     latency = report["latency_ms"]
     assert latency["min"] <= latency["median"] <= latency["p90"] <= latency["max"]
-    table = format_table(report)
+    table = format_report(report)
     assert "peak RSS / program" in table and "output 1 vs Python" in table
 
 

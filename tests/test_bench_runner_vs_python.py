@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from toy_runtime import cached_toy_pte
+
 from vggt_et.runtime.runner_build import build_runner
-from vggt_et.runtime.toy import cached_toy_pte
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "runner_vs_python.py"
 

@@ -1,4 +1,4 @@
-"""Temporary paths and child programs are undone on every exit, a signal included (vggt_et.cleanup)."""
+"""Temporary paths and child programs are undone on every exit, a signal included (vggt_et.utils.cleanup)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from vggt_et.cleanup import live_children, live_paths, run_child, temporary, undo_all
-from vggt_et.data.atomic import atomic_output_path
+from vggt_et.utils.cleanup import live_children, live_paths, run_child, temporary, undo_all
+from vggt_et.utils.files import atomic_output_path
 
 
 def test_atomic_output_is_listed_while_written_and_unlisted_after(tmp_path) -> None:
@@ -49,8 +49,8 @@ _SWALLOWING_CHILD = """
     import sys, time
     from pathlib import Path
     import vggt_et.cli as cli
-    from vggt_et.data.atomic import atomic_output_path
-    from vggt_et.cleanup import temporary
+    from vggt_et.utils.files import atomic_output_path
+    from vggt_et.utils.cleanup import temporary
 
     cli._exit_cleanly_on_signals()
     out = Path(sys.argv[1])
@@ -115,7 +115,7 @@ def test_run_child_timeout_kills_what_the_child_started(tmp_path) -> None:
 _CHILD_STARTING_A_PROGRAM = """
     import sys
     import vggt_et.cli as cli
-    from vggt_et.cleanup import run_child
+    from vggt_et.utils.cleanup import run_child
 
     cli._exit_cleanly_on_signals()
     run_child(["sh", "-c", f"sleep 60 & echo $! > {sys.argv[1]}; wait"])

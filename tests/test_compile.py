@@ -13,9 +13,10 @@ from safetensors.torch import save_file
 
 import vggt_et
 from vggt_et.cli import main
-from vggt_et.compile import CompileOptions, compile_model
-from vggt_et.evaluate import compare
-from vggt_et.inference import program_info, run_program
+from vggt_et.commands.compare import compare
+from vggt_et.options import CompileOptions
+from vggt_et.outputs.inference import program_info, run_program
+from vggt_et.pipeline.compile import compile_model
 
 SHAPE = {"frames": 2, "height": 28, "width": 42}
 ALL_OUTPUTS = ("depth", "points", "camera")

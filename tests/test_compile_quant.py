@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import vggt_et
-from vggt_et.compile import CompileOptions, compile_model
-from vggt_et.evaluate import compare
+from vggt_et.commands.compare import compare
+from vggt_et.options import CompileOptions, QuantSettings
+from vggt_et.pipeline.compile import compile_model
 
 SHAPE = {"frames": 2, "height": 28, "width": 42}
 
@@ -68,17 +69,29 @@ def test_xnnpack_w4_compiles_and_runs(tmp_path_factory, eager) -> None:
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"quant": "w4", "extra": {"w4_group_size": 48}}, "multiple of 32"),
-        ({"quant": "int8", "extra": {"w4_group_size": 64}}, "applies to --quant w4/w4-fisher"),
-        ({"quant": "fp32", "extra": {"keep_float": ("model.*",)}}, "--keep-float applies"),
-        ({"quant": "int8", "extra": {"keep_float": ("re:(",)}}, "not a valid regular expression"),
-        ({"quant": "w4", "extra": {"int8_activations": "dynamic"}}, "--int8-activations applies"),
-        ({"quant": "int8", "backend": "qnn", "extra": {"int8_activations": "dynamic"}}, "QNN runs static"),
+        ({"quant": "w4", "quantization": QuantSettings(w4_group_size=48)}, "multiple of 32"),
+        (
+            {"quant": "int8", "quantization": QuantSettings(w4_group_size=64)},
+            "applies to --quant w4/w4-fisher",
+        ),
+        ({"quant": "fp32", "quantization": QuantSettings(keep_float=("model.*",))}, "--keep-float applies"),
+        (
+            {"quant": "int8", "quantization": QuantSettings(keep_float=("re:(",))},
+            "not a valid regular expression",
+        ),
+        (
+            {"quant": "w4", "quantization": QuantSettings(int8_activations="dynamic")},
+            "--int8-activations applies",
+        ),
+        (
+            {"quant": "int8", "backend": "qnn", "quantization": QuantSettings(int8_activations="dynamic")},
+            "QNN runs static",
+        ),
     ],
 )
 def test_quant_flags_checked_before_work(tmp_path, kw, message, monkeypatch) -> None:
     monkeypatch.setenv("QNN_SDK_ROOT", str(tmp_path))  # past the SDK check, to the flag check
-    from vggt_et.errors import UserError
+    from vggt_et.utils.errors import UserError
 
     options = CompileOptions(preset="tiny", random_weights=True, output=str(tmp_path / "x.pte"), **kw)
     with pytest.raises(UserError, match=message):
@@ -93,7 +106,7 @@ def test_int8_dynamic_with_everything_quantized_runs(tmp_path_factory, eager) ->
         "int8_dynamic",
         quant="int8",
         calib_samples=1,
-        extra={"int8_activations": "dynamic", "keep_float": ("none",)},
+        quantization=QuantSettings(int8_activations="dynamic", keep_float=("none",)),
     )
     quant = report["quantization"]
     assert quant["options"]["dynamic"] is True

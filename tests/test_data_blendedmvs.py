@@ -18,8 +18,8 @@ from vggt_et.data.blendedmvs import (
 from vggt_et.data.cams import read_cam_txt, read_pair_txt
 from vggt_et.data.pfm import read_pfm, write_pfm
 from vggt_et.data.synthetic import write_synthetic_dataset
-from vggt_et.errors import UserError
-from vggt_et.geometry import project_points, unproject_depth_map_to_point_map
+from vggt_et.outputs.geometry import project_points, unproject_depth_map_to_point_map
+from vggt_et.utils.errors import UserError
 
 CAM_TXT = """extrinsic
 0.970263 0.00747983 0.241939 -191.02

@@ -11,7 +11,7 @@ from vggt_et.data.preprocess import (
     load_images_to_shape,
     preprocess_image_to_shape,
 )
-from vggt_et.errors import UserError
+from vggt_et.utils.errors import UserError
 
 
 def _noise_image(path, width, height, seed=0):

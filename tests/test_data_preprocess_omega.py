@@ -10,7 +10,7 @@ from PIL import Image
 
 from vggt_et.data.preprocess import check_compiled_shape, program_patch_size
 from vggt_et.data.preprocess_omega import aspect_crop_box, load_and_preprocess_images_omega, target_shape
-from vggt_et.errors import UserError
+from vggt_et.utils.errors import UserError
 
 
 def _image(tmp_path, name: str, width: int, height: int) -> str:

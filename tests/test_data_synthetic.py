@@ -10,7 +10,7 @@ from vggt_et.data.blendedmvs import list_scenes
 from vggt_et.data.cams import read_cam_txt
 from vggt_et.data.pfm import read_pfm
 from vggt_et.data.synthetic import WALL_Y, write_synthetic_dataset
-from vggt_et.geometry import project_points, unproject_depth_map_to_point_map
+from vggt_et.outputs.geometry import project_points, unproject_depth_map_to_point_map
 
 HEIGHT, WIDTH, VIEWS = 96, 128, 8
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import vggt_et
-from vggt_et.export import ProgramShape, bound_head_frames
+from vggt_et.options import ProgramShape
+from vggt_et.pipeline.export import bound_head_frames
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vggt_et.geometry import (
+from vggt_et.outputs.geometry import (
     closed_form_inverse_se3,
     depth_to_camera_points,
     depth_to_color_png,

@@ -1,10 +1,11 @@
-"""The shared table formatter and JSON writer (vggt_et.io_utils)."""
+"""The shared table formatter and JSON writer (vggt_et.utils.files)."""
 
 from __future__ import annotations
 
 import json
 
-from vggt_et.io_utils import format_table, write_json
+from vggt_et.utils.files import write_json
+from vggt_et.utils.tables import format_table
 
 
 def test_table_aligns_numbers_right_and_applies_column_formats() -> None:

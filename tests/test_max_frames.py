@@ -12,8 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from vggt_et.cli import main
-from vggt_et.compile import CompileOptions, compile_model
-from vggt_et.inference import program_info, run_program
+from vggt_et.options import CompileOptions
+from vggt_et.outputs.inference import program_info, run_program
+from vggt_et.pipeline.compile import compile_model
 from vggt_et.runtime.bench import run_bench
 
 SHAPE = {"height": 28, "width": 42}

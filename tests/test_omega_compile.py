@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 import vggt_et
-from vggt_et.compile import CompileOptions, compile_model
-from vggt_et.evaluate import compare
-from vggt_et.inference import program_info
+from vggt_et.commands.compare import compare
+from vggt_et.options import CompileOptions
+from vggt_et.outputs.inference import program_info
+from vggt_et.pipeline.compile import compile_model
 
 PRESET = "vggt-omega-tiny"
 SHAPE = {"frames": 2, "height": 32, "width": 48}  # multiples of 16, not square

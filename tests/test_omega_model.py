@@ -15,10 +15,10 @@ from torch import nn
 import vggt_et
 from tests.conftest import REPO
 from vggt_et.cli import main
-from vggt_et.errors import UserError
 from vggt_et.model.loading import build_model, fitting_preset
 from vggt_et.model.omega_aggregator import register_attention
 from vggt_et.model.omega_layers import AxialRotaryEmbedding, rotate_patch_tokens
+from vggt_et.utils.errors import UserError
 
 OMEGA_MANIFEST = REPO.parent / "shared" / "vggt_omega_1b_state_dict_manifest.json"
 TINY = "vggt-omega-tiny"

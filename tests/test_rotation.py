@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from toy_outliers import make_outlier_transformer, toy_rotation_spec, toy_samples
 
 from vggt_et.quantizers.rotation import (
     RotatedLayerNorm,
@@ -17,7 +18,6 @@ from vggt_et.quantizers.rotation import (
     outlier_ratio,
     random_hadamard,
 )
-from vggt_et.quantizers.toy_transformer import make_outlier_transformer, toy_rotation_spec, toy_samples
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from toy_runtime import cached_toy_pte
 
 from vggt_et.runtime.program import PteProgram, example_inputs
 from vggt_et.runtime.runner_build import QEMU_AARCH64, build_runner
-from vggt_et.runtime.toy import cached_toy_pte
 
 QEMU = list(QEMU_AARCH64)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from toy_runtime import cached_toy_pte
 
 from vggt_et.runtime.program import PteProgram, example_inputs
-from vggt_et.runtime.toy import cached_toy_pte
 
 
 @pytest.fixture(scope="module", params=["fp32", "int8"])

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from toy_runtime import ToyPatchAttention, toy_inputs
 
 from vggt_et.runtime.program import (
     ProgramError,
@@ -16,7 +17,6 @@ from vggt_et.runtime.program import (
     set_threads,
     thread_count,
 )
-from vggt_et.runtime.toy import ToyPatchAttention, toy_inputs
 
 
 def test_specs_come_from_method_meta(toy: Path) -> None:

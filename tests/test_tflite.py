@@ -10,9 +10,10 @@ import torch
 pytest.importorskip("litert_torch", reason="the tflite extra is not installed: pip install -e '.[tflite]'")
 
 import vggt_et  # noqa: E402
-from vggt_et.compile import CompileOptions, compile_model  # noqa: E402
+from vggt_et.options import CompileOptions
+from vggt_et.pipeline.compile import compile_model  # noqa: E402
+from vggt_et.pipeline.tflite import run_tflite  # noqa: E402
 from vggt_et.runtime.metrics import rel_l2  # noqa: E402
-from vggt_et.tflite import run_tflite  # noqa: E402
 
 
 def test_tiny_converts_to_tflite_and_matches_eager(tmp_path) -> None:

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from toy_outliers import make_outlier_transformer, toy_samples, toy_tasks
 
 from vggt_et.quantizers.clipping import (
     apply_fisher_clipping,
@@ -19,7 +20,6 @@ from vggt_et.quantizers.clipping import (
 )
 from vggt_et.quantizers.fisher import compute_block_fisher
 from vggt_et.quantizers.mixed_precision import LayerSensitivity, allocate_bits, plan_mixed_precision
-from vggt_et.quantizers.toy_transformer import make_outlier_transformer, toy_samples, toy_tasks
 from vggt_et.quantizers.w4_transforms import fake_quantize_weight, weight_storage_bytes
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,22 +12,17 @@ from torch import nn
 
 import vggt_et
 from vggt_et.cli import main
-from vggt_et.compile import CompileOptions, compile_model
-from vggt_et.export import ProgramShape
-from vggt_et.fisher_tasks import DelegableRotatedLayerNorm, rotate_vggt
-from vggt_et.inference import run_program
-from vggt_et.quantize import calibration_samples
+from vggt_et.data.calibration import calibration_samples
+from vggt_et.fgq.rotation import rotate_vggt
+from vggt_et.fgq.w4_fisher import W4FisherSettings, prepare_w4_fisher
+from vggt_et.options import CompileOptions, ProgramShape, W4FisherFlags
+from vggt_et.outputs.inference import run_program
+from vggt_et.pipeline.compile import compile_model
+from vggt_et.quantizers.blockwise import AllBlockInputs, _batched, in_forward_order
 from vggt_et.quantizers.clipping import capture_block_inputs
 from vggt_et.quantizers.fisher import FisherStats
 from vggt_et.quantizers.recipes import quantize_program
-from vggt_et.quantizers.rotation import StreamRotation
-from vggt_et.w4_fisher import (
-    AllBlockInputs,
-    W4FisherSettings,
-    _batched,
-    _in_forward_order,
-    prepare_w4_fisher,
-)
+from vggt_et.quantizers.rotation import DelegableRotatedLayerNorm, StreamRotation
 
 SHAPE = {"frames": 2, "height": 28, "width": 42}
 SHAPE_ARGS = ["--frames", "2", "--height", "28", "--width", "42"]
@@ -141,7 +136,7 @@ def test_in_forward_order_carries_each_edited_block_on(tiny_model) -> None:
             with torch.no_grad():
                 model.get_submodule(paths[0]).mlp.fc2.weight.mul_(0.5)
 
-    _in_forward_order(model, paths, samples, visit)
+    in_forward_order(model, paths, samples, visit)
     after = capture_block_inputs(model, paths, [_batched(samples)])
     assert seen[0][0][0].shape[0] == 2 * 2  # both samples' frames in one call
     assert torch.equal(seen[0][0][0], before[paths[0]][0][0][0])
@@ -196,7 +191,7 @@ def test_w4_fisher_program_runs_close_to_eager(fisher_file, tmp_path_factory) ->
         outputs=("depth", "camera"),
         output=str(out),
         calib_samples=2,
-        extra={"fisher": fisher_file[0]},
+        w4_fisher=W4FisherFlags(fisher=fisher_file[0]),
         **SHAPE,
     )
     report = compile_model(options, quiet=True)

@@ -15,6 +15,7 @@ BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "w4_toy_outlier
 
 
 def _benchmark():
+    sys.path.insert(0, str(BENCHMARK.parent))  # its `_common`
     spec = importlib.util.spec_from_file_location("w4_toy_outliers_benchmark", BENCHMARK)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses need the module registered

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import sys
 from pathlib import Path
 
 import click
 
-from vggt_et.errors import UserError
+from vggt_et.options import (
+    BACKENDS,
+    DEFAULT_ATTENTION_BUDGET,
+    DEFAULT_CALIB_SAMPLES,
+    DEFAULT_SOC,
+    QUANT_SCHEMES,
+)
+from vggt_et.utils.errors import UserError
 
 
 class _Commands(click.Group):
@@ -61,6 +68,7 @@ def _fail(message: str, code: int, where: str = "vggt-et") -> None:
 def main() -> None:
     """vggt-et: compile VGGT into ExecuTorch programs for phones."""
     _quiet_third_party()
+    _log_to_stderr()
 
 
 def console_script() -> None:
@@ -81,7 +89,7 @@ def _exit_cleanly_on_signals() -> None:
     import os
     import signal
 
-    from vggt_et.cleanup import undo_all
+    from vggt_et.utils.cleanup import undo_all
 
     def stop(signum: int, _frame) -> None:
         undo_all()
@@ -94,9 +102,38 @@ def _exit_cleanly_on_signals() -> None:
         signal.signal(signum, stop)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record comes (click's test runner swaps it per call)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+class _Format(logging.Formatter):
+    """`[vggt-et] stage ...` for progress, `[vggt-et] warning: ...` for warnings."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+        return f"[vggt-et] {level}{record.getMessage()}"
+
+
+def _log_to_stderr() -> None:
+    """Our modules' progress (INFO) and warnings on stderr; the stack's own loggers are left alone."""
+    ours = logging.getLogger("vggt_et")
+    if not any(isinstance(h, _StderrHandler) for h in ours.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(_Format())
+        ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+
+
 def _quiet_third_party() -> None:
     """Hide import-time chatter of the stack (torchao's optional CUDA kernels, pytree deprecations)."""
-    import logging
     import warnings
 
     logging.getLogger("torchao").setLevel(logging.ERROR)
@@ -110,26 +147,9 @@ def _quiet_third_party() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def info(preset: str | None, as_json: bool) -> None:
     """Presets with parameter counts per part."""
-    from vggt_et.io_utils import format_table
-    from vggt_et.model import PRESETS
-    from vggt_et.model.presets import get_preset
-    from vggt_et.model.summary import parameter_counts
+    from vggt_et.commands.info import show_presets
 
-    names = [preset] if preset else list(PRESETS)
-    for name in names:
-        get_preset(name)
-    reports = [parameter_counts(name) for name in names]
-    if as_json:
-        click.echo(json.dumps(reports[0] if preset else reports, indent=2))
-        return
-    for report in reports:
-        total = report["total_params"]
-        rows = [(part, count, f"{100 * count / total:.1f}%") for part, count in report["parts"].items()]
-        rows.append(("total", total, "100%"))
-        size = report["fp32_bytes"] / 1e9
-        buffers = f" ({report['buffers']} buffers)" if report["buffers"] else ""
-        click.echo(f"preset {report['preset']}: {report['tensors']} tensors{buffers}, {size:.2f} GB in fp32")
-        click.echo(format_table(["part", "params", "share"], rows) + "\n")
+    show_presets(preset, as_json)
 
 
 def _model_options(f=None, *, preset_default: str | None = "vggt-1b"):
@@ -164,13 +184,13 @@ def _shape_options(f):
 @_model_options
 @click.option(
     "--backend",
-    type=click.Choice(["xnnpack", "qnn", "portable", "tflite"]),
+    type=click.Choice(BACKENDS),
     default="xnnpack",
     show_default=True,
 )
 @click.option(
     "--quant",
-    type=click.Choice(["fp32", "fp16", "int8", "w4", "w4-fisher"]),
+    type=click.Choice(QUANT_SCHEMES),
     default="fp32",
     show_default=True,
 )
@@ -183,7 +203,7 @@ def _shape_options(f):
     "--calib-samples",
     type=int,
     default=None,
-    help="Calibration view groups (int8/w4/w4-fisher) [default: 8].",
+    help=f"Calibration view groups (int8/w4/w4-fisher) [default: {DEFAULT_CALIB_SAMPLES}].",
 )
 @click.option(
     "--fisher", default=None, help="Fisher statistics from `vggt-et fisher` (for --quant w4-fisher)."
@@ -217,12 +237,12 @@ def _shape_options(f):
 @click.option("--no-fisher-clip", is_flag=True, help="w4-fisher: skip Fisher-weighted weight clipping.")
 @click.option(
     "--attention-budget",
-    default="64MiB",
+    default=f"{DEFAULT_ATTENTION_BUDGET // 2**20}MiB",
     show_default=True,
     help="Most bytes one attention score matrix (and one DPT frame group) may take, e.g. 16MiB; "
     "'none' writes attention out whole (memory grows with frames squared).",
 )
-@click.option("--soc", default=None, help="Qualcomm SoC for --backend qnn [default: SM8650].")
+@click.option("--soc", default=None, help=f"Qualcomm SoC for --backend qnn [default: {DEFAULT_SOC}].")
 @click.option(
     "--max-frames",
     type=int,
@@ -237,49 +257,9 @@ def _shape_options(f):
 )
 def compile(**kw) -> None:  # noqa: A001 - the command's name
     """Compile VGGT into a .pte program (plus a JSON report)."""
-    from vggt_et.compile import CompileOptions, compile_model
-    from vggt_et.io_utils import format_table
+    from vggt_et.commands.compile import compile_command
 
-    report_path = kw.pop("report")
-    if report_path is None:
-        report_path = str(Path(kw["output"]).with_suffix(".json"))
-        if Path(report_path) == Path(kw["output"]):
-            raise UserError(
-                f"-o {kw['output']}: the report would replace the program (its default path is OUTPUT with "
-                ".json); name the program .pte or pass --report"
-            )
-    quant_flags = {
-        k: kw.pop(k)
-        for k in (
-            "fisher",
-            "w4_budget",
-            "w4_group_size",
-            "no_rotation",
-            "no_mixed_precision",
-            "no_fisher_clip",
-            "keep_float",
-            "int8_activations",
-        )
-    }
-    extra = {k: v for k, v in quant_flags.items() if v not in (None, False, ())}
-    from vggt_et.passes.bounded_attention import parse_budget
-
-    try:
-        kw["attention_budget"] = parse_budget(kw["attention_budget"])
-    except ValueError as exc:
-        raise UserError(f"--attention-budget: {exc}") from None
-    options = CompileOptions(**kw, report=report_path, extra=extra)
-    report = compile_model(options)
-    rows = [(stage, seconds) for stage, seconds in report["stage_seconds"].items()]
-    rows.append(("total", report["total_seconds"]))
-    click.echo(format_table(["stage", "seconds"], rows))
-    fraction = report["delegated_fraction"]
-    click.echo(
-        f"wrote {report['pte_path']} ({report['pte_bytes'] / 2**20:.1f} MiB), report {report_path}\n"
-        f"delegated {'-' if fraction is None else f'{100 * fraction:.1f}%'} of compute ops in "
-        f"{report['delegate_segments']} segment(s); peak RSS {report['peak_rss_bytes'] / 2**30:.2f} GiB "
-        f"({report['peak_rss_over_weights']:.2f}x the weights)"
-    )
+    compile_command(**kw)
 
 
 @main.command()
@@ -291,7 +271,9 @@ def compile(**kw) -> None:  # noqa: A001 - the command's name
 @click.option(
     "--calib-data", default=None, help="BlendedMVS-layout folder for calibration (default: synthetic scenes)."
 )
-@click.option("--calib-samples", default=8, show_default=True, help="Calibration view groups.")
+@click.option(
+    "--calib-samples", default=DEFAULT_CALIB_SAMPLES, show_default=True, help="Calibration view groups."
+)
 @click.option(
     "--no-rotation", is_flag=True, help="Statistics without the rotation (for compile --no-rotation)."
 )
@@ -305,7 +287,7 @@ def compile(**kw) -> None:  # noqa: A001 - the command's name
 )
 def fisher(**kw) -> None:
     """FGQ's diagonal Fisher per task, aggregator block and channel, for --quant w4-fisher."""
-    from vggt_et.fisher_tasks import fisher_command
+    from vggt_et.commands.fisher import fisher_command
 
     _, summary = fisher_command(**kw)
     click.echo(summary)
@@ -314,7 +296,10 @@ def fisher(**kw) -> None:
 @main.command()
 @_model_options
 @click.option(
-    "--backend", type=click.Choice(["xnnpack", "qnn", "tflite"]), default="xnnpack", show_default=True
+    "--backend",
+    type=click.Choice([b for b in BACKENDS if b != "portable"]),  # portable runs the xnnpack pass list
+    default="xnnpack",
+    show_default=True,
 )
 @_shape_options
 @click.option("--outputs", default="depth", show_default=True, help="Comma list of depth, points, camera.")
@@ -323,20 +308,11 @@ def audit(
     preset, checkpoint, random_weights, seed, backend, frames, height, width, outputs, json_path
 ) -> None:
     """Per-op coverage of the backend before and after our passes, and delegate segments."""
-    from vggt_et import checks
-    from vggt_et.audit import audit_model
+    from vggt_et.commands.audit import audit_command
 
-    if json_path:
-        checks.output_file(json_path, "--json")
-        checks.distinct_paths({"--json": json_path}, {"--checkpoint": checkpoint})
-    report, text = audit_model(
-        preset, checkpoint, random_weights, seed, backend, frames, height, width, outputs
+    audit_command(
+        preset, checkpoint, random_weights, seed, backend, frames, height, width, outputs, json_path
     )
-    click.echo(text)
-    if json_path:
-        from vggt_et.io_utils import write_json
-
-        write_json(json_path, report)
 
 
 def expand_variadic(args: list[str], flag: str) -> list[str]:
@@ -382,34 +358,9 @@ def run(model, images, intrinsics, out_dir, threads, frames) -> None:
 
     The output folder belongs to vggt-et: a re-run replaces the previous run's files; a folder holding
     other files is refused."""
-    from vggt_et import checks, inference
-    from vggt_et.output_folder import claim_output_folder
+    from vggt_et.commands.run import run_command
 
-    checks.input_file(model, "MODEL", ".pte program")
-    for image in images:
-        checks.input_file(image, "--images", "image file")
-    if threads is not None:
-        checks.positive_int(threads, "--threads")
-    checks.output_folder(out_dir, "-o")
-    info = inference.program_info(model)
-    info = info.with_frames(len(images) if images else frames or info.frames)
-    K = inference.parse_intrinsics(intrinsics, info.frames) if intrinsics else None
-    planned = inference.planned_output_names(info, K is not None)
-    folder = claim_output_folder(out_dir, "-o", "run", planned)
-    checks.distinct_paths(
-        {name: folder.path / name for name in planned}, {"MODEL": model, "--images": images}
-    )
-    if images:
-        arrays = inference.load_images(list(images), info)
-    else:
-        click.echo("no --images given: running on a synthetic scene", err=True)
-        from vggt_et.evaluate import scene_inputs
-
-        arrays, _, _ = scene_inputs(info, None, seed=0)
-    outputs = inference.run_program(model, arrays, threads=threads)
-    written = inference.write_outputs(outputs, arrays, info, folder.path, K)
-    folder.finish(written)
-    click.echo(f"wrote {len(written)} files to {out_dir}: " + ", ".join(p.name for p in written[:8]))
+    run_command(model, images, intrinsics, out_dir, threads, frames)
 
 
 @main.command()
@@ -421,55 +372,9 @@ def run(model, images, intrinsics, out_dir, threads, frames) -> None:
 @click.option("--frames", default=None, type=int, help="Frame count to run (default: the program's largest).")
 def compare(model, preset, checkpoint, random_weights, seed, against, calib_data, json_path, frames) -> None:
     """Run the .pte and a reference on the same scene; print relative L2, max error, AbsRel, δ<1.25."""
-    from vggt_et import checks, evaluate
-    from vggt_et.inference import program_info
-    from vggt_et.io_utils import format_table, write_json
-    from vggt_et.model.loading import load_model
+    from vggt_et.commands.compare import compare_command
 
-    checks.input_file(model, "MODEL", ".pte program")
-    if against == "eager":
-        checks.model_source(checkpoint, random_weights)
-    else:
-        evaluate.check_tflite_reference(against)
-        if checkpoint is not None or random_weights:
-            raise UserError(
-                f"--against {against} compares with a .tflite file: drop --checkpoint/--random-weights"
-            )
-    if calib_data is not None:
-        checks.input_folder(calib_data, "--calib-data", "BlendedMVS-layout folder")
-    if json_path:
-        checks.output_file(json_path, "--json")
-        checks.distinct_paths(
-            {"--json": json_path},
-            {
-                "MODEL": model,
-                "--checkpoint": checkpoint,
-                "--against": None if against == "eager" else against,
-            },
-        )
-    info = program_info(model)
-    info.with_frames(frames or info.frames)  # refuses a count the program lacks before loading the model
-    preset = preset or info.preset
-    evaluate.check_shape_matches(info, preset)
-    eager = (
-        load_model(preset, checkpoint, random_weights=random_weights, seed=seed)
-        if against == "eager"
-        else None
-    )
-    report = evaluate.compare(model, eager, against=against, calib_data=calib_data, seed=seed, frames=frames)
-    rows = [
-        (name, m["rel_l2"], m["max_abs"], m.get("abs_rel", ""), m.get("delta1", ""))
-        for name, m in report["outputs"].items()
-    ]
-    click.echo(f"{model} vs {against} on {report['inputs']}")
-    click.echo(format_table(["output", "rel_l2", "max_abs", "abs_rel", "delta1"], rows))
-    if "ground_truth" in report:
-        keys = ["abs_rel", "delta1", "rot_err_deg", "trans_err_deg", "auc30"]
-        gt = [(who, *(m.get(k, "") for k in keys)) for who, m in report["ground_truth"].items()]
-        click.echo("\nagainst ground truth (depth median-scaled per frame; cameras as relative poses)")
-        click.echo(format_table(["model", *keys], gt))
-    if json_path:
-        write_json(json_path, report)
+    compare_command(model, preset, checkpoint, random_weights, seed, against, calib_data, json_path, frames)
 
 
 @main.command()
@@ -483,26 +388,9 @@ def compare(model, preset, checkpoint, random_weights, seed, against, calib_data
 @click.option("--frames", default=None, type=int, help="Frame count to run (default: the program's largest).")
 def bench(model, host, adb_serial, runner, iters, threads, json_path, frames) -> None:
     """Benchmark a .pte with the C++ runner, locally or over adb; outputs checked against Python."""
-    from vggt_et import checks
-    from vggt_et.runtime import bench as bench_module
+    from vggt_et.commands.bench import bench_command
 
-    checks.input_file(model, "MODEL", ".pte program")
-    if runner is not None:
-        checks.input_file(runner, "--runner", "runner binary")
-    if json_path:
-        checks.output_file(json_path, "--json")
-        checks.distinct_paths({"--json": json_path}, {"MODEL": model, "--runner": runner})
-    method = "forward"
-    if frames is not None:
-        from vggt_et.inference import program_info
-
-        method = program_info(model).with_frames(frames).method
-    try:
-        bench_module.bench_command(
-            model, host, adb_serial, runner, iters, threads, json_path, echo=click.echo, method=method
-        )
-    except bench_module.USER_ERRORS as exc:
-        raise UserError(str(exc)) from None
+    bench_command(model, host, adb_serial, runner, iters, threads, json_path, frames)
 
 
 @main.command()
@@ -510,7 +398,7 @@ def bench(model, host, adb_serial, runner, iters, threads, json_path, frames) ->
 @click.option("--preset", type=click.Choice(["tiny", "vggt-omega-tiny"]), default="tiny", show_default=True)
 def demo(out_dir: str, preset: str) -> None:
     """End to end on embedded defaults: synthetic scene, tiny model, XNNPACK .pte, run, compare."""
-    from vggt_et.demo import run_demo
+    from vggt_et.commands.demo import run_demo
 
     run_demo(Path(out_dir), preset)
 

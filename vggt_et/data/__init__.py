@@ -1,7 +1,6 @@
-"""Image preprocessing, BlendedMVS reading and synthetic scenes.
+"""Input data: image preprocessing (VGGT's and VGGT-Ω's official loaders, fixed-shape fitting), BlendedMVS
+scenes (pfm, cams, view groups), synthetic ray-cast scenes, and calibration samples at a program's shape.
 
-Modules (import them directly; this file stays empty so `import vggt_et.data` costs nothing):
-preprocess (official VGGT loader, fixed-shape fitting + PixelTransform), pfm, cams (cam.txt,
-pair.txt), blendedmvs (scenes, view groups, load_group), synthetic (ray-cast scenes in the
-BlendedMVS layout), calibration (groups for calibration, synthetic fallback), atomic (file writes).
+Modules are imported directly; this file stays empty so `import vggt_et.data` costs nothing.
+Imports: `vggt_et.options` (ProgramShape) and `vggt_et.utils`; never the model, the pipeline or a runtime.
 """

@@ -21,7 +21,7 @@ import torch
 from vggt_et.data.cams import CamFile, read_cam_txt, read_pair_txt
 from vggt_et.data.pfm import read_pfm
 from vggt_et.data.preprocess import PixelTransform, open_rgb, preprocess_image_to_shape
-from vggt_et.errors import UserError
+from vggt_et.utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -6,9 +6,11 @@ import logging
 import os
 import tempfile
 
-from vggt_et.cleanup import temporary
 from vggt_et.data.blendedmvs import ViewGroup, calibration_scenes, load_group, sample_view_groups
 from vggt_et.data.synthetic import write_synthetic_dataset
+from vggt_et.options import ProgramShape
+from vggt_et.utils.cleanup import temporary
+from vggt_et.utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -56,3 +58,28 @@ def _groups_from_root(
         for view_ids in sample_view_groups(scene, frames, strategy, count, seed=seed + index):
             groups.append(load_group(scene, view_ids, height, width, mode=mode, with_depth=with_depth))
     return groups
+
+
+def check_calibration_data(calib_data: str | None, count: int) -> None:
+    """--calib-data (a folder with BlendedMVS-layout scenes) and --calib-samples, before any work."""
+    from vggt_et.utils import checks
+
+    if calib_data is not None:
+        from vggt_et.data.blendedmvs import calibration_scenes
+
+        checks.input_folder(calib_data, "--calib-data", "BlendedMVS-layout folder")
+        calibration_scenes(calib_data)  # refuses a folder that holds no scene
+    checks.positive_int(count, "--calib-samples")
+
+
+def calibration_samples(
+    calib_data: str | None, shape: ProgramShape, count: int, *, seed: int = 0, batch_dim: bool = True
+) -> list[tuple]:
+    """`count` S-view groups from a BlendedMVS-layout folder (synthetic scenes when None), as model inputs
+    ([1, S, 3, H, W], or [S, 3, H, W] for rank-4 QNN programs)."""
+    if count < 1:
+        raise UserError(f"--calib-samples must be at least 1, got {count}")
+    groups = calibration_groups(
+        calib_data, shape.frames, shape.height, shape.width, n_groups=count, seed=seed
+    )
+    return [(group.images.unsqueeze(0).float() if batch_dim else group.images.float(),) for group in groups]

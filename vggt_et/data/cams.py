@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vggt_et.data.atomic import atomic_write_text
-from vggt_et.errors import UserError
+from vggt_et.utils.errors import UserError
+from vggt_et.utils.files import atomic_write
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def format_cam_txt(cam: CamFile) -> str:
 
 def write_cam_txt(path: str | os.PathLike, cam: CamFile) -> None:
     """Write a cam.txt atomically."""
-    atomic_write_text(path, format_cam_txt(cam))
+    atomic_write(path, format_cam_txt(cam), user_path=False)
 
 
 def read_pair_txt(path: str | os.PathLike) -> dict[int, list[tuple[int, float]]]:
@@ -132,4 +132,4 @@ def write_pair_txt(path: str | os.PathLike, pairs: dict[int, list[tuple[int, flo
     for view, neighbours in pairs.items():
         lines.append(str(view))
         lines.append(" ".join([str(len(neighbours))] + [f"{n} {score:.6g}" for n, score in neighbours]))
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write(path, "\n".join(lines) + "\n", user_path=False)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vggt_et.data.atomic import atomic_write_bytes
-from vggt_et.errors import UserError
+from vggt_et.utils.errors import UserError
+from vggt_et.utils.files import atomic_write
 
 
 def _next_header_line(data: bytes, pos: int, path: Path) -> tuple[str, int]:
@@ -77,4 +77,4 @@ def write_pfm(path: str | os.PathLike, array: np.ndarray) -> None:
     height, width = array.shape[:2]
     header = f"{kind}\n{width} {height}\n-1.0\n".encode("ascii")
     body = np.ascontiguousarray(array[::-1]).astype("<f4").tobytes()
-    atomic_write_bytes(path, header + body)
+    atomic_write(path, header + body, user_path=False)

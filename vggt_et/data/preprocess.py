@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vggt_et.errors import UserError
+from vggt_et.utils.errors import UserError
 
 PATCH_SIZE = 14  # VGGT's; the official loader rounds to it
 PATCH_SIZES = (14, 16)  # VGGT, VGGT-Ω: a compiled program's H and W are multiples of one of them

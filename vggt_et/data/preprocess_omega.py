@@ -23,7 +23,7 @@ from vggt_et.data.preprocess import (
     pad_to_common_size,
     to_tensor,
 )
-from vggt_et.errors import UserError
+from vggt_et.utils.errors import UserError
 
 OMEGA_RESOLUTION = 512
 OMEGA_PATCH_SIZE = 16

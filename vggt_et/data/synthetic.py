@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vggt_et.data.atomic import atomic_output_path
 from vggt_et.data.blendedmvs import SYNTHETIC_SCENE_PREFIX
 from vggt_et.data.cams import CamFile, write_cam_txt, write_pair_txt
 from vggt_et.data.pfm import write_pfm
+from vggt_et.utils.files import atomic_output_path
 
 WALL_Y = 3.0
 WALL_HALF_WIDTH = 8.0

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
-from vggt_et.errors import UserError
 from vggt_et.model.omega_config import VGGTOmegaConfig
 from vggt_et.model.presets import PRESETS, ModelConfig, get_preset
 from vggt_et.model.vggt import VGGT
 from vggt_et.model.vggt_omega import VGGTOmega
+from vggt_et.utils.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 Model = VGGT | VGGTOmega
 
@@ -76,7 +78,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
     Zip checkpoints are memory-mapped (VGGT-1B's weights are read once, not copied); the legacy format
     cannot be mapped and is read whole. weights_only refuses anything but tensors and plain containers."""
-    from vggt_et.checks import input_file
+    from vggt_et.utils.checks import input_file
 
     path = input_file(path, "--checkpoint", "checkpoint file (VGGT-1B's model.safetensors or model.pt)")
     try:
@@ -139,7 +141,7 @@ def check_model_source(
 ) -> None:
     """Everything `load_model` would refuse about --checkpoint / --random-weights, before any heavy work
     (the checkpoint's tensor names and shapes are checked without reading its weights)."""
-    from vggt_et.checks import model_source
+    from vggt_et.utils.checks import model_source
 
     get_preset(preset)
     model_source(checkpoint, random_weights)
@@ -191,9 +193,7 @@ def check_state_dict(
         dropped = [k for k in state if k.startswith(prefix)]
         if dropped:
             if not quiet:
-                print(
-                    f"note: ignoring {len(dropped)} {head}-head tensors ({head} head is off)", file=sys.stderr
-                )
+                logger.info("ignoring %d %s-head tensors (%s head is off)", len(dropped), head, head)
             state = {k: v for k, v in state.items() if not k.startswith(prefix)}
     problems = _mismatches(state, expected_shapes(preset, heads=heads))
     if problems:

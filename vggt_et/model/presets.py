@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import ClassVar
 
-from vggt_et.errors import UserError
 from vggt_et.model.omega_config import OMEGA_PRESETS, VGGTOmegaConfig
+from vggt_et.utils.errors import UserError
 
 HEADS = ("camera", "depth", "point", "track")
 

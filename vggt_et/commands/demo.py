@@ -15,15 +15,22 @@ def run_demo(
     out_dir: Path, preset: str = "tiny", frames: int = 2, height: int | None = None, width: int | None = None
 ) -> None:
     """`height`/`width` default to 5 × 7 patches of the preset (70×98 for VGGT, 80×112 for VGGT-Ω)."""
-    from vggt_et.compile import CompileOptions, compile_model
+    from vggt_et.commands.compare import compare
     from vggt_et.data.synthetic import write_synthetic_dataset
-    from vggt_et.evaluate import compare
-    from vggt_et.export import output_names
-    from vggt_et.inference import ProgramInfo, planned_output_names, program_info, run_program, write_outputs
-    from vggt_et.io_utils import format_table, write_json
     from vggt_et.model.loading import load_model
     from vggt_et.model.presets import get_preset
-    from vggt_et.output_folder import claim_output_folder
+    from vggt_et.options import CompileOptions, output_names
+    from vggt_et.outputs.folder import claim_output_folder
+    from vggt_et.outputs.inference import (
+        ProgramInfo,
+        planned_output_names,
+        program_info,
+        run_program,
+        write_outputs,
+    )
+    from vggt_et.pipeline.compile import compile_model
+    from vggt_et.utils.files import write_json
+    from vggt_et.utils.tables import format_table
 
     config = get_preset(preset)
     height = height or 5 * config.patch_size
@@ -50,7 +57,7 @@ def run_demo(
 
     click.echo(f"3/4 running {pte.name} on the scene -> {out_dir / 'run'}")
     info = program_info(pte)
-    from vggt_et.evaluate import scene_inputs
+    from vggt_et.commands.compare import scene_inputs
 
     images, _, _ = scene_inputs(info, str(scenes), seed=0)
     written = write_outputs(run_program(pte, images), images, info, run_folder.path, None)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vggt_et.data.atomic import atomic_write_text
-from vggt_et.errors import UserError
-from vggt_et.lowering import METADATA_METHOD
+from vggt_et.options import METADATA_METHOD
+from vggt_et.utils.errors import UserError
+from vggt_et.utils.files import atomic_write
 
 POINT_CLOUD = "points.ply"
 POINTS_SOURCE = "points_source.txt"
@@ -157,7 +157,7 @@ def planned_output_names(info: ProgramInfo, has_intrinsics: bool) -> list[str]:
 
 def point_cloud(outputs: dict[str, np.ndarray], info: ProgramInfo, intrinsics: np.ndarray | None):
     """World points [S, H, W, 3] and where they came from, or (None, reason)."""
-    from vggt_et.geometry import pose_encoding_to_extri_intri, unproject_depth_map_to_point_map
+    from vggt_et.outputs.geometry import pose_encoding_to_extri_intri, unproject_depth_map_to_point_map
 
     if "world_points" in outputs:
         return outputs["world_points"][0], "point head"
@@ -188,9 +188,8 @@ def write_outputs(
     intrinsics: np.ndarray | None,
 ) -> list[Path]:
     """depth_XX.npy + depth_XX.png per frame, points.ply, and every raw output as .npy."""
-    from vggt_et.geometry import write_ply
-    from vggt_et.io_utils import atomic_write
-    from vggt_et.visualize import depth_to_color_png
+    from vggt_et.outputs.geometry import write_ply
+    from vggt_et.outputs.visualize import depth_to_color_png
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -214,6 +213,6 @@ def write_outputs(
         ply = out_dir / POINT_CLOUD
         write_ply(ply, points.reshape(-1, 3), colors.reshape(-1, 3))
         written.append(ply)
-    atomic_write_text(out_dir / POINTS_SOURCE, source + "\n")
+    atomic_write(out_dir / POINTS_SOURCE, source + "\n", user_path=False)
     written.append(out_dir / POINTS_SOURCE)
     return written

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vggt_et.errors import UserError
+from vggt_et.utils.errors import UserError
 
 
 def require_litert():

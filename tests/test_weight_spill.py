@@ -1,4 +1,4 @@
-"""Memory-lean lowering (vggt_et/lean_lowering.py): same .pte bytes, weights spilled, stock restored."""
+"""Memory-lean lowering (vggt_et/pipeline/weight_spill.py): same .pte bytes, weights spilled, stock restored."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 from toy_transformers import export_toy, image_input, toy_vit
 
 import vggt_et.passes as P
-from vggt_et.lean_lowering import copy_sharing_constants, lean_lowering
 from vggt_et.passes.graph_utils import copy_program
+from vggt_et.pipeline.weight_spill import copy_sharing_constants, lean_lowering
 
 
 def _pte_bytes(ep) -> bytes:

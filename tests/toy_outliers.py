@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .rotation import RotationSpec
+from vggt_et.quantizers.rotation import RotationSpec
 
 
 class ToyAttention(nn.Module):

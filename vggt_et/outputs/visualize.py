@@ -7,7 +7,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from vggt_et.data.atomic import atomic_output_path
+from vggt_et.utils.files import atomic_output_path
 
 
 def colorize_depth(depth, conf=None, *, conf_drop_fraction: float = 0.1, cmap: str = "turbo") -> np.ndarray:

@@ -7,63 +7,14 @@ returns a flat tuple of tensors in a fixed order, which is what a .pte program c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from vggt_et.errors import UserError
+from vggt_et.options import OUTPUT_GROUPS, ProgramShape, parse_outputs
+from vggt_et.utils.errors import UserError
 
-# Output group (CLI name) → tensors it returns, in program order.
-OUTPUT_GROUPS: dict[str, tuple[str, ...]] = {
-    "depth": ("depth", "depth_conf"),
-    "points": ("world_points", "world_points_conf"),
-    "camera": ("pose_enc",),
-}
 DEFAULT_OUTPUTS = ("depth",)
-EXPORT_PREFIX = "model."  # module paths inside the wrapper: the eager model is its `model` attribute
-
-
-@dataclass(frozen=True)
-class ProgramShape:
-    """The fixed shape a program is compiled for: one scene of `frames` images of height × width."""
-
-    frames: int = 2
-    height: int = 518
-    width: int = 518
-    patch_size: int = 14
-
-    def __post_init__(self) -> None:
-        if self.frames < 1:
-            raise UserError(f"--frames must be at least 1, got {self.frames}")
-        for name, value in (("height", self.height), ("width", self.width)):
-            if value < self.patch_size or value % self.patch_size:
-                raise UserError(
-                    f"--{name} {value} is not a positive multiple of {self.patch_size}; "
-                    f"try {max(self.patch_size, round(value / self.patch_size) * self.patch_size)}"
-                )
-
-    @property
-    def input_shape(self) -> tuple[int, int, int, int, int]:
-        return (1, self.frames, 3, self.height, self.width)
-
-    def program_input_shape(self, batch_dim: bool = True) -> tuple[int, ...]:
-        return self.input_shape if batch_dim else self.input_shape[1:]
-
-
-def parse_outputs(outputs: str | Sequence[str]) -> tuple[str, ...]:
-    """'depth,points' → ('depth', 'points') in canonical order, rejecting unknown names."""
-    names = [n.strip() for n in (outputs.split(",") if isinstance(outputs, str) else outputs) if n.strip()]
-    unknown = [n for n in names if n not in OUTPUT_GROUPS]
-    if unknown or not names:
-        raise UserError(
-            f"unknown output {', '.join(unknown) or '(none)'}; choose from {', '.join(OUTPUT_GROUPS)}"
-        )
-    return tuple(n for n in OUTPUT_GROUPS if n in names)
-
-
-def output_names(outputs: Sequence[str]) -> list[str]:
-    return [tensor for group in outputs for tensor in OUTPUT_GROUPS[group]]
 
 
 class VGGTProgram(nn.Module):
@@ -84,8 +35,7 @@ class VGGTProgram(nn.Module):
         self.dtype = dtype
         self.batch_dim = batch_dim
         self.outputs = parse_outputs(outputs)
-        heads = {"depth": model.depth_head, "points": model.point_head, "camera": model.camera_head}
-        missing = [name for name in self.outputs if heads[name] is None]
+        missing = [n for n in self.outputs if getattr(model, f"{OUTPUT_GROUPS[n].head}_head", None) is None]
         if missing:
             raise UserError(f"this model has no head for output {', '.join(missing)}")
 

@@ -14,8 +14,8 @@ import os
 import numpy as np
 import torch
 
-from vggt_et.data.atomic import atomic_write_bytes
-from vggt_et.visualize import depth_to_color_png
+from vggt_et.outputs.visualize import depth_to_color_png
+from vggt_et.utils.files import atomic_write
 
 __all__ = [
     "closed_form_inverse_se3",
@@ -216,5 +216,5 @@ def write_ply(path: str | os.PathLike, points, colors=None) -> int:
     if rgb is not None:
         header += [f"property uchar {name}" for name in ("red", "green", "blue")]
     header.append("end_header")
-    atomic_write_bytes(path, ("\n".join(header) + "\n").encode("ascii") + vertices.tobytes())
+    atomic_write(path, ("\n".join(header) + "\n").encode("ascii") + vertices.tobytes(), user_path=False)
     return len(vertices)

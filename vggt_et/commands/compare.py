@@ -5,18 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 import torch
 
-from vggt_et.errors import UserError
-from vggt_et.inference import ProgramInfo, program_info, run_program
+from vggt_et.outputs.inference import ProgramInfo, program_info, run_program
+from vggt_et.utils.errors import UserError
 
 
 def eager_outputs(model: torch.nn.Module, info: ProgramInfo, images: np.ndarray) -> dict[str, np.ndarray]:
     """Our eager model through the same wrapper the program was exported from."""
-    from vggt_et.export import OUTPUT_GROUPS, VGGTProgram
+    from vggt_et.options import OUTPUT_GROUPS
+    from vggt_et.pipeline.export import VGGTProgram
 
-    groups = tuple(g for g, tensors in OUTPUT_GROUPS.items() if set(tensors) <= set(info.outputs))
+    groups = tuple(n for n, g in OUTPUT_GROUPS.items() if set(g.tensors) <= set(info.outputs))
     program = VGGTProgram(model, groups).eval()
     with torch.no_grad():
         arrays = program(torch.from_numpy(images))
@@ -58,7 +60,7 @@ def ground_truth_metrics(outputs: dict[str, np.ndarray], truth: dict) -> dict[st
         pred = outputs["depth"][0, ..., 0]
         metrics.update(depth_errors(median_scale_aligned(pred, truth["depth"]), truth["depth"]))
     if "pose_enc" in outputs:
-        from vggt_et.geometry import pose_encoding_to_extri_intri
+        from vggt_et.outputs.geometry import pose_encoding_to_extri_intri
         from vggt_et.runtime.metrics import camera_metrics
 
         depth = truth["depth"]
@@ -87,7 +89,7 @@ def compare(
     if against == "eager":
         reference = eager_outputs(model, info, images)
     else:
-        from vggt_et.tflite import run_tflite
+        from vggt_et.pipeline.tflite import run_tflite
 
         reference = dict(zip(info.outputs, run_tflite(against, images), strict=True))
     report: dict[str, Any] = {
@@ -112,7 +114,7 @@ TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier of a LiteRT model,
 
 def check_tflite_reference(path: str) -> None:
     """--against FILE must be a LiteRT (.tflite) model; checked before anything runs."""
-    from vggt_et import checks
+    from vggt_et.utils import checks
 
     checks.input_file(path, "--against", ".tflite file (or pass --against eager)")
     with open(path, "rb") as handle:
@@ -129,3 +131,67 @@ def check_shape_matches(info: ProgramInfo, preset: str) -> None:
         raise UserError(
             f"the program was compiled from preset {info.preset!r}, not {preset!r}; pass --preset {info.preset}"
         )
+
+
+def compare_command(
+    model: str,
+    preset: str | None,
+    checkpoint: str | None,
+    random_weights: bool,
+    seed: int,
+    against: str,
+    calib_data: str | None,
+    json_path: str | None,
+    frames: int | None,
+) -> None:
+    """Checks, runs both sides, prints the tables (and ground truth when the scene has it), writes JSON."""
+    from vggt_et.model.loading import load_model
+    from vggt_et.outputs.inference import program_info
+    from vggt_et.utils import checks
+    from vggt_et.utils.files import write_json
+    from vggt_et.utils.tables import format_table
+
+    checks.input_file(model, "MODEL", ".pte program")
+    if against == "eager":
+        checks.model_source(checkpoint, random_weights)
+    else:
+        check_tflite_reference(against)
+        if checkpoint is not None or random_weights:
+            raise UserError(
+                f"--against {against} compares with a .tflite file: drop --checkpoint/--random-weights"
+            )
+    if calib_data is not None:
+        checks.input_folder(calib_data, "--calib-data", "BlendedMVS-layout folder")
+    if json_path:
+        checks.output_file(json_path, "--json")
+        checks.distinct_paths(
+            {"--json": json_path},
+            {
+                "MODEL": model,
+                "--checkpoint": checkpoint,
+                "--against": None if against == "eager" else against,
+            },
+        )
+    info = program_info(model)
+    info.with_frames(frames or info.frames)  # refuses a count the program lacks before loading the model
+    preset = preset or info.preset
+    check_shape_matches(info, preset)
+    eager = (
+        load_model(preset, checkpoint, random_weights=random_weights, seed=seed)
+        if against == "eager"
+        else None
+    )
+    report = compare(model, eager, against=against, calib_data=calib_data, seed=seed, frames=frames)
+    rows = [
+        (name, m["rel_l2"], m["max_abs"], m.get("abs_rel", ""), m.get("delta1", ""))
+        for name, m in report["outputs"].items()
+    ]
+    click.echo(f"{model} vs {against} on {report['inputs']}")
+    click.echo(format_table(["output", "rel_l2", "max_abs", "abs_rel", "delta1"], rows))
+    if "ground_truth" in report:
+        keys = ["abs_rel", "delta1", "rot_err_deg", "trans_err_deg", "auc30"]
+        gt = [(who, *(m.get(k, "") for k in keys)) for who, m in report["ground_truth"].items()]
+        click.echo("\nagainst ground truth (depth median-scaled per frame; cameras as relative poses)")
+        click.echo(format_table(["model", *keys], gt))
+    if json_path:
+        write_json(json_path, report)

@@ -7,10 +7,12 @@ and where its calibration scenes come from.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
-from vggt_et.errors import UserError
-from vggt_et.export import EXPORT_PREFIX, ProgramShape
+from vggt_et.data.calibration import calibration_samples
+from vggt_et.options import EXPORT_PREFIX, CompileOptions, ProgramShape, heads_for
+from vggt_et.utils.errors import UserError
 
 # Kept in float by default, as the quantization literature on VGGT does: the patch-embed convolution
 # (raw pixels in) and each head's last layer (metric outputs out). Paths are inside the export wrapper.
@@ -29,14 +31,14 @@ DEFAULT_KEEP_FLOAT = (
 )
 
 
-def w4_group_size(options) -> int:
+def w4_group_size(options: CompileOptions) -> int:
     """`--w4-group-size` (int4 weights per group of this many inputs; 0: per output channel), checked.
 
     XNNPACK's blockwise int4 kernels take groups in multiples of 32; larger groups store fewer scales
     (group 32 adds 0.5 bit per weight with bf16 scales, group 128 0.125) at some accuracy cost."""
     from vggt_et.quantizers.recipes import get_recipe
 
-    given = options.extra.get("w4_group_size")
+    given = options.quantization.w4_group_size
     if given is None:
         return int(get_recipe("xnnpack-8da4w").defaults["group_size"])
     if options.quant not in ("w4", "w4-fisher") or options.backend not in ("xnnpack", "portable"):
@@ -50,12 +52,12 @@ def w4_group_size(options) -> int:
     return size
 
 
-def keep_float_patterns(options) -> tuple[str, ...]:
+def keep_float_patterns(options: CompileOptions) -> tuple[str, ...]:
     """`--keep-float` patterns (module-path globs or `re:` regexes; they replace the defaults, `none`
     keeps nothing float), checked before any work."""
     from vggt_et.quantizers.float_layers import InvalidLayerPatternError, compile_patterns
 
-    given = options.extra.get("keep_float")
+    given = options.quantization.keep_float
     if given is None:
         return DEFAULT_KEEP_FLOAT
     if options.quant not in ("int8", "w4", "w4-fisher"):
@@ -70,7 +72,7 @@ def keep_float_patterns(options) -> tuple[str, ...]:
     return patterns
 
 
-def warn_unmatched_keep_float(options, outputs) -> list[str]:
+def warn_unmatched_keep_float(options: CompileOptions, outputs: Sequence[str]) -> list[str]:
     """Warn (before any work) about each --keep-float pattern that matches no layer of the program,
     naming a few layers it could have meant; returns those patterns."""
     from torch import nn
@@ -79,11 +81,9 @@ def warn_unmatched_keep_float(options, outputs) -> list[str]:
     from vggt_et.quantizers.float_layers import near_paths, unmatched_patterns
 
     patterns = keep_float_patterns(options)
-    if options.extra.get("keep_float") is None or not patterns:
+    if options.quantization.keep_float is None or not patterns:
         return []
-    from vggt_et.compile import OUTPUT_HEADS
-
-    model = build_model(options.preset, heads=sorted({OUTPUT_HEADS[o] for o in outputs}), device="meta")
+    model = build_model(options.preset, heads=heads_for(outputs), device="meta")
     layers = [
         f"{EXPORT_PREFIX}{name}"
         for name, module in model.named_modules()
@@ -100,9 +100,9 @@ def warn_unmatched_keep_float(options, outputs) -> list[str]:
     return unmatched
 
 
-def int8_dynamic(options) -> bool:
+def int8_dynamic(options: CompileOptions) -> bool:
     """`--int8-activations dynamic` (per-token ranges at run time, XNNPACK only), checked up front."""
-    mode = options.extra.get("int8_activations")
+    mode = options.quantization.int8_activations
     if mode is None:
         return False
     if options.quant != "int8" or options.backend not in ("xnnpack", "portable"):
@@ -113,35 +113,8 @@ def int8_dynamic(options) -> bool:
     return mode == "dynamic"
 
 
-def check_calibration_data(calib_data: str | None, count: int) -> None:
-    """--calib-data (a folder with BlendedMVS-layout scenes) and --calib-samples, before any work."""
-    from vggt_et import checks
-
-    if calib_data is not None:
-        from vggt_et.data.blendedmvs import calibration_scenes
-
-        checks.input_folder(calib_data, "--calib-data", "BlendedMVS-layout folder")
-        calibration_scenes(calib_data)  # refuses a folder that holds no scene
-    checks.positive_int(count, "--calib-samples")
-
-
-def calibration_samples(
-    calib_data: str | None, shape: ProgramShape, count: int, *, seed: int = 0, batch_dim: bool = True
-) -> list[tuple]:
-    """`count` S-view groups from a BlendedMVS-layout folder (synthetic scenes when None), as model inputs
-    ([1, S, 3, H, W], or [S, 3, H, W] for rank-4 QNN programs)."""
-    from vggt_et.data.calibration import calibration_groups
-
-    if count < 1:
-        raise UserError(f"--calib-samples must be at least 1, got {count}")
-    groups = calibration_groups(
-        calib_data, shape.frames, shape.height, shape.width, n_groups=count, seed=seed
-    )
-    return [(group.images.unsqueeze(0).float() if batch_dim else group.images.float(),) for group in groups]
-
-
 def quantize_for_backend(
-    ep, options, shape: ProgramShape, *, layer_bits: dict[str, int] | None = None
+    ep, options: CompileOptions, shape: ProgramShape, *, layer_bits: dict[str, int] | None = None
 ) -> tuple[Any, dict]:
     """Quantize the exported VGGT program with the backend's recipe for `options.quant`.
 

@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vggt_et import checks
-from vggt_et.cleanup import remove
-from vggt_et.data.atomic import atomic_write_text
-from vggt_et.errors import UserError
+from vggt_et.utils import checks
+from vggt_et.utils.cleanup import remove
+from vggt_et.utils.errors import UserError
+from vggt_et.utils.files import atomic_write
 
 MANIFEST = ".vggt-et-outputs.json"
 
@@ -36,7 +36,7 @@ class OwnedFolder:
         for stale in sorted(self.previous - names):
             remove(self.path / stale)
         record = {"command": self.command, "files": sorted(names)}
-        atomic_write_text(self.path / MANIFEST, json.dumps(record, indent=1) + "\n")
+        atomic_write(self.path / MANIFEST, json.dumps(record, indent=1) + "\n", user_path=False)
 
 
 def _previous_names(path: Path, flag: str) -> frozenset[str] | None:

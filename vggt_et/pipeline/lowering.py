@@ -10,10 +10,8 @@ from typing import Any
 import torch
 from torch.export import ExportedProgram
 
-from vggt_et.errors import UserError
-
-BACKENDS = ("xnnpack", "qnn", "portable", "tflite")
-METADATA_METHOD = "vggt_et_metadata"  # constant method holding the program's JSON metadata as uint8
+from vggt_et.options import METADATA_METHOD
+from vggt_et.utils.errors import UserError
 
 
 def require_qnn_sdk() -> Path:
@@ -27,12 +25,6 @@ def require_qnn_sdk() -> Path:
             " --stop-before-lowering to run every stage before the QNN partitioner"
         )
     return Path(root)
-
-
-def frame_method(frames: int, max_frames: int) -> str:
-    """Method name for `frames` in a program taking 1..max_frames: "forward" for the largest (so tools that
-    run "forward" get the full program), "forward_<frames>" for the others."""
-    return "forward" if frames == max_frames else f"forward_{frames}"
 
 
 def metadata_tensor(metadata: dict[str, Any]) -> torch.Tensor:
@@ -71,8 +63,16 @@ def _qnn_partitioner(soc: str):  # pragma: no cover - needs the Qualcomm SDK
     return QnnPartitioner(specs)
 
 
-def lower(ep: ExportedProgram | dict[str, ExportedProgram], backend: str, soc: str, metadata: dict[str, Any]):
+def lower(
+    ep: ExportedProgram | dict[str, ExportedProgram],
+    backend: str,
+    soc: str,
+    metadata: dict[str, Any],
+    etrecord: bool = False,
+):
     """to_edge_transform_and_lower with the backend's partitioner; returns the EdgeProgramManager.
+
+    `etrecord`: ExecuTorch keeps what an ETRecord needs (`.to_executorch().get_etrecord()`).
 
     A {method: program} dict gives a multi-method .pte; XNNPACK stores equal weights once (NamedDataStore
     keys are SHA-256 of the bytes)."""
@@ -84,6 +84,7 @@ def lower(ep: ExportedProgram | dict[str, ExportedProgram], backend: str, soc: s
         partitioner=partitioners(backend, soc),
         compile_config=EdgeCompileConfig(_check_ir_validity=False),
         constant_methods={METADATA_METHOD: metadata_tensor(metadata)},
+        generate_etrecord=etrecord,
     )
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import resource
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+logger = logging.getLogger(__name__)
 
 
 def peak_rss_bytes() -> int:
@@ -27,7 +29,7 @@ def available_memory_bytes() -> int | None:
 
 
 class StageClock:
-    """Times named stages and prints one progress line per stage to stderr."""
+    """Times named stages; logs a line as each starts and ends (the CLI shows them on stderr)."""
 
     def __init__(self, *, quiet: bool = False) -> None:
         self.seconds: dict[str, float] = {}
@@ -36,18 +38,14 @@ class StageClock:
     @contextmanager
     def stage(self, name: str, detail: str = "") -> Iterator[None]:
         if not self.quiet:
-            print(f"[vggt-et] {name}{' ' + detail if detail else ''} ...", file=sys.stderr, flush=True)
+            logger.info("%s%s ...", name, " " + detail if detail else "")
         start = time.perf_counter()
         yield
         elapsed = time.perf_counter() - start
         self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
         if not self.quiet:
             rss = peak_rss_bytes() / 2**30
-            print(
-                f"[vggt-et] {name} done in {elapsed:.1f} s (peak RSS {rss:.2f} GiB)",
-                file=sys.stderr,
-                flush=True,
-            )
+            logger.info("%s done in %.1f s (peak RSS %.2f GiB)", name, elapsed, rss)
 
     @property
     def total(self) -> float:

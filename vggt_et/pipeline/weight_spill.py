@@ -16,7 +16,7 @@ A fourth cost is not a copy but the partitioner's reachability sets; `vggt_et.pa
 replaces those.
 
 `lean_lowering()` applies the two copy savings for the duration of lowering and serialisation and restores the
-stock behaviour afterwards; the .pte is byte-identical to the stock one (tests/test_lean_lowering.py).
+stock behaviour afterwards; the .pte is byte-identical to the stock one (tests/test_weight_spill.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from vggt_et.cleanup import temporary
+from vggt_et.utils.cleanup import temporary
 
 SPILL_MIN_BYTES = 1 << 16  # smaller blobs stay in memory: a file each would cost more than it saves
 

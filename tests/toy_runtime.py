@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vggt_et.data.atomic import atomic_output_path
+from vggt_et.utils.files import atomic_output_path
 
 TOY_QUANTS = ("fp32", "int8")
 

@@ -6,77 +6,41 @@ compile; the .pte is written atomically.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import platform
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vggt_et.errors import UserError
-from vggt_et.export import (
+from vggt_et.data.calibration import check_calibration_data
+from vggt_et.options import (
+    BACKENDS,
+    CALIBRATED_SCHEMES,
+    OUTPUT_GROUPS,
+    QUANT_SCHEMES,
+    CompileOptions,
     ProgramShape,
-    bound_head_frames,
-    example_images,
-    export_program,
+    frame_method,
+    heads_for,
     output_names,
     parse_outputs,
 )
-from vggt_et.io_utils import atomic_write, write_json
-from vggt_et.lean_lowering import lean_lowering
-from vggt_et.lowering import BACKENDS, frame_method, lower, require_qnn_sdk, to_executorch
-from vggt_et.passes.bounded_attention import DEFAULT_ATTENTION_BUDGET, bound_attention
-from vggt_et.quantize import (
-    check_calibration_data,
+from vggt_et.passes.bounded_attention import bound_attention
+from vggt_et.pipeline.export import bound_head_frames, example_images, export_program
+from vggt_et.pipeline.lowering import lower, require_qnn_sdk, to_executorch
+from vggt_et.pipeline.quantize import (
     int8_dynamic,
     keep_float_patterns,
     w4_group_size,
     warn_unmatched_keep_float,
 )
-from vggt_et.stages import StageClock, peak_rss_bytes
-
-DEFAULT_CALIB_SAMPLES = 8
-DEFAULT_SOC = "SM8650"
-QUANT_SCHEMES = ("fp32", "fp16", "int8", "w4", "w4-fisher")
-OUTPUT_HEADS = {"depth": "depth", "points": "point", "camera": "camera"}
-
-
-@dataclass
-class CompileOptions:
-    preset: str = "vggt-1b"
-    checkpoint: str | None = None
-    random_weights: bool = False
-    seed: int = 0
-    backend: str = "xnnpack"
-    quant: str = "fp32"
-    frames: int = 2
-    height: int = 518
-    width: int = 518
-    outputs: Sequence[str] = ("depth",)
-    output: str = "model.pte"
-    report: str | None = None
-    soc: str | None = None  # --backend qnn: the Qualcomm SoC (default SM8650)
-    calib_data: str | None = None
-    calib_samples: int | None = None  # None: DEFAULT_CALIB_SAMPLES
-    etrecord: str | None = None
-    # Bytes one attention score matrix (and one DPT-head frame group) may take; None: today's whole form.
-    attention_budget: int | None = DEFAULT_ATTENTION_BUDGET
-    # One program taking any frame count 1..max_frames (one method each; replaces `frames`). None: `frames` only.
-    max_frames: int | None = None
-    stop_before_lowering: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def calibration_count(self) -> int:
-        """--calib-samples as given, or the default."""
-        return DEFAULT_CALIB_SAMPLES if self.calib_samples is None else self.calib_samples
-
-    @property
-    def qnn_soc(self) -> str:
-        return self.soc or DEFAULT_SOC
+from vggt_et.pipeline.weight_spill import lean_lowering
+from vggt_et.utils.errors import UserError
+from vggt_et.utils.files import atomic_write, write_json
+from vggt_et.utils.timing import StageClock, peak_rss_bytes
 
 
 def versions() -> dict[str, str]:
@@ -91,7 +55,6 @@ def versions() -> dict[str, str]:
     return found
 
 
-CALIBRATED_SCHEMES = ("int8", "w4", "w4-fisher")
 TFLITE_RAM_PER_WEIGHT_BYTE = 5.7  # litert-torch's conversion peak over the fp32 weights (VGGT-1B: 20.0 GiB)
 
 
@@ -116,14 +79,14 @@ def _refuse_unused_flags(options: CompileOptions) -> None:
 
 
 def _check_paths(options: CompileOptions) -> None:
-    from vggt_et import checks
+    from vggt_et.utils import checks
 
     checks.output_file(options.output, "-o")
     if options.report:
         checks.output_file(options.report, "--report")
     if options.etrecord:
         checks.output_file(options.etrecord, "--etrecord")
-    fisher = options.extra.get("fisher")
+    fisher = options.w4_fisher.fisher
     if fisher is not None:
         checks.input_file(fisher, "--fisher", "statistics file from `vggt-et fisher`")
     check_calibration_data(options.calib_data, options.calibration_count)
@@ -136,7 +99,7 @@ def _check_paths(options: CompileOptions) -> None:
 def _check_tflite_memory(options: CompileOptions, heads: Sequence[str]) -> None:
     """litert-torch holds several copies of the weights while converting; say so before it starts."""
     from vggt_et.model.loading import build_model
-    from vggt_et.stages import available_memory_bytes
+    from vggt_et.utils.timing import available_memory_bytes
 
     params = sum(p.numel() for p in build_model(options.preset, heads=heads, device="meta").parameters())
     needed = TFLITE_RAM_PER_WEIGHT_BYTE * 4 * params
@@ -162,11 +125,11 @@ def validate(options: CompileOptions) -> tuple[ProgramShape, tuple[str, ...]]:
     frames = options.max_frames or options.frames
     shape = ProgramShape(frames, options.height, options.width, config.patch_size)
     outputs = parse_outputs(options.outputs)
-    missing = [o for o in outputs if OUTPUT_HEADS[o] not in config.HEADS]
+    missing = [o for o in outputs if OUTPUT_GROUPS[o].head not in config.HEADS]
     if missing:
         raise UserError(
             f"preset {options.preset!r} has no {', '.join(missing)} output; choose from "
-            + ", ".join(o for o, head in OUTPUT_HEADS.items() if head in config.HEADS)
+            + ", ".join(o for o, group in OUTPUT_GROUPS.items() if group.head in config.HEADS)
         )
     if options.backend not in BACKENDS:
         raise UserError(f"unknown backend {options.backend!r}; choose {', '.join(BACKENDS)}")
@@ -180,7 +143,7 @@ def validate(options: CompileOptions) -> tuple[ProgramShape, tuple[str, ...]]:
     _check_paths(options)
     from vggt_et.model.loading import check_model_source
 
-    heads = sorted({OUTPUT_HEADS[o] for o in outputs})
+    heads = heads_for(outputs)
     check_model_source(options.preset, options.checkpoint, options.random_weights, heads)
     if options.quant in ("int8", "w4"):
         from vggt_et.quantizers.recipes import UnsupportedRecipeError, recipe_for
@@ -192,14 +155,13 @@ def validate(options: CompileOptions) -> tuple[ProgramShape, tuple[str, ...]]:
     if options.backend == "qnn" and not options.stop_before_lowering:
         require_qnn_sdk()
     if options.backend == "tflite":
-        from vggt_et.tflite import require_litert
+        from vggt_et.pipeline.tflite import require_litert
 
         require_litert()
         _check_tflite_memory(options, heads)
-    from vggt_et.w4_fisher import validate_w4_fisher
+    from vggt_et.fgq.w4_fisher import validate_w4_fisher
 
-    validate_w4_fisher(options, shape, outputs)
-    w4_group_size(options)
+    validate_w4_fisher(options, shape, outputs, w4_group_size(options))
     keep_float_patterns(options)
     warn_unmatched_keep_float(options, outputs)
     int8_dynamic(options)
@@ -212,7 +174,7 @@ def quantization_stage(
     """int8 / w4 recipes from vggt_et.quantizers, calibrated on BlendedMVS-layout scenes.
 
     `layer_bits`: w4-fisher's {layer: 4 or 8} plan for the aggregator linears."""
-    from vggt_et.quantize import quantize_for_backend
+    from vggt_et.pipeline.quantize import quantize_for_backend
 
     quantized, details = quantize_for_backend(ep, options, shape, layer_bits=layer_bits)
     report["quantization"] = details
@@ -231,12 +193,12 @@ def compile_model(options: CompileOptions, *, quiet: bool = False) -> dict[str, 
         "input_names": ["images"],
         "outputs": output_names(outputs),
         "soc": options.qnn_soc if options.backend == "qnn" else None,
-        "arguments": {k: v for k, v in asdict(options).items() if k != "extra"},
+        "arguments": asdict(options),
         "versions": versions(),
     }
     from vggt_et.model.loading import load_model
 
-    heads = sorted({OUTPUT_HEADS[o] for o in outputs})
+    heads = heads_for(outputs)
     with clock.stage(
         "load", f"{options.preset} ({'random weights' if options.random_weights else options.checkpoint})"
     ):
@@ -254,10 +216,12 @@ def compile_model(options: CompileOptions, *, quiet: bool = False) -> dict[str, 
         report["weight_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
     layer_bits = None
     if options.quant == "w4-fisher":
-        from vggt_et.w4_fisher import w4_fisher_stage
+        from vggt_et.fgq.w4_fisher import w4_fisher_stage
 
         with clock.stage("w4-fisher", "rotation, Fisher, 4/8-bit plan, clipping"):
-            layer_bits, report["w4_fisher"] = w4_fisher_stage(model, options, shape, outputs)
+            layer_bits, report["w4_fisher"] = w4_fisher_stage(
+                model, options, shape, outputs, w4_group_size(options)
+            )
     from vggt_et.passes import apply_with_report
 
     def build(model: torch.nn.Module, shape: ProgramShape):
@@ -280,7 +244,7 @@ def compile_model(options: CompileOptions, *, quiet: bool = False) -> dict[str, 
         report["passes"] = [
             {"name": r.name, "changed": r.changed, "matches": r.matches} for r in pass_reports
         ]
-        if options.quant in ("int8", "w4", "w4-fisher"):
+        if options.quant in CALIBRATED_SCHEMES:
             with clock.stage("quantize", options.quant):
                 ep = quantization_stage(ep, options, shape, report, layer_bits=layer_bits)
         return ep
@@ -297,7 +261,7 @@ def compile_model(options: CompileOptions, *, quiet: bool = False) -> dict[str, 
             _save_exported(options.output, ep)
         return _finish(report, clock, options, lowered=None)
     if options.backend == "tflite":
-        from vggt_et.tflite import convert_tflite
+        from vggt_et.pipeline.tflite import convert_tflite
 
         with clock.stage("lower", "litert-torch"):
             data = convert_tflite(ep, example_images(shape))
@@ -306,19 +270,17 @@ def compile_model(options: CompileOptions, *, quiet: bool = False) -> dict[str, 
         return _finish(report, clock, options, lowered=None)
     keys = ("preset", "backend", "quant", "input_shape", "outputs", "frame_methods")
     metadata = {k: report[k] for k in keys}
-    # Lowering and writing share one scratch folder for the spilled weight blobs (lean_lowering.py).
+    # Lowering and writing share one scratch folder for the spilled weight blobs (weight_spill.py).
     with lean_lowering(Path(options.output).resolve().parent, spill=not options.etrecord) as spilled:
         with clock.stage("lower", f"to_edge_transform_and_lower ({options.backend})"):
-            edge = lower(ep, options.backend, options.qnn_soc, metadata)
+            edge = lower(ep, options.backend, options.qnn_soc, metadata, etrecord=bool(options.etrecord))
         del ep
         lowered = edge.exported_program()
-        # ETRecord wants the edge program as it was before to_executorch, which rewrites it in place.
-        edge_for_record = copy.deepcopy(edge) if options.etrecord else None
         with clock.stage("to_executorch"):
             program = to_executorch(edge)
         if options.etrecord:
             with clock.stage("etrecord", options.etrecord):
-                _write_etrecord(options.etrecord, edge_for_record, program)
+                atomic_write(options.etrecord, program.get_etrecord().save)
         with clock.stage("write", options.output):
             # Streamed from the serialiser's segments and spilled files: no in-memory copy of the weights.
             atomic_write(options.output, program.write_to_file)
@@ -329,13 +291,6 @@ def compile_model(options: CompileOptions, *, quiet: bool = False) -> dict[str, 
 def _save_exported(path: str, ep) -> None:
     """torch.export.save of the pre-lowering program (.pt2), e.g. for QNN users without the SDK."""
     atomic_write(path, lambda f: torch.export.save(ep, f))
-
-
-def _write_etrecord(path: str, edge, program) -> None:
-    """ETRecord for ExecuTorch's Inspector (maps ETDump profiles back to graph nodes)."""
-    from executorch.devtools import generate_etrecord
-
-    atomic_write(path, lambda f: generate_etrecord(f, edge, program))
 
 
 def _file_sha256(path: str) -> str:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from vggt_et.errors import UserError
+from vggt_et.utils.errors import UserError
 
 PathLike = str | os.PathLike
 
