@@ -45,6 +45,8 @@ def _compile(args, out: Path, frames: int, quant: str, form: str) -> dict:
         argv = [sys.executable, "-m", "vggt_et.cli", "compile", "--preset", args.preset, "--random-weights"]
         argv += ["--frames", str(frames), "--height", str(args.height), "--width", str(args.width)]
         argv += ["--outputs", "depth", "--quant", quant, "--attention-budget", form]
+        if quant in ("int8", "w4", "w4-fisher"):  # ranges change neither memory nor latency
+            argv += ["--calib-samples", str(args.calib_samples)]
         argv += ["-o", str(pte), "--report", str(report)]
         print("$ " + " ".join(argv), file=sys.stderr, flush=True)
         subprocess.run(_locked(args.lock, argv), check=True, stdout=sys.stderr)
@@ -207,6 +209,9 @@ def main() -> None:
     parser.add_argument("--quant", default="fp32,w4")
     parser.add_argument("--forms", default="none,64MiB", help="Attention budgets; 'none' is today's form.")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--calib-samples", type=int, default=1, help="Calibration groups of quantized programs (cost only)."
+    )
     parser.add_argument("--rounds", type=int, default=3, help="Measured runs per program, interleaved.")
     parser.add_argument("--timeout", type=float, default=3600.0, help="Seconds per runner run.")
     parser.add_argument("--lock", default="/tmp/vggt-heavy.lock", help="flock file ('' for none).")
