@@ -338,6 +338,7 @@ def quantize_program(
     if _has_symbolic_inputs(program):
         notes.append("re-exported with the static shapes of the example inputs (the input had dynamic dims)")
     exported = _reexport(converted, args, kwargs)
+    one_dequantize_per_user(exported)
     return QuantizedProgram(
         program=exported,
         recipe=spec.name,
@@ -364,6 +365,35 @@ def _is_empty(samples: Iterable) -> bool:
         return len(samples) == 0  # type: ignore[arg-type]
     except TypeError:
         return False
+
+
+DEQUANTIZE_OPS = ("dequantize_per_tensor", "dequantize_per_channel")
+
+
+def one_dequantize_per_user(program: ExportedProgram) -> int:
+    """Give every reader of a dequantized tensor its own dequantize node (convert_pt2e does so; the
+    re-export merges them again). Returns how many copies were made.
+
+    Why: XNNPACK takes `dq → op → q` as one quantized op and marks its dq nodes implicit; another op that
+    reads the same dq node as a float input then gets the quantized tensor, and XNNPACK refuses the
+    program at load (`xnn_status_invalid_parameter`). It happens wherever a quantized conv's output feeds
+    both a ReLU before the next conv and a residual add (VGGT-Ω's DPT units)."""
+    graph = program.graph
+    copies = 0
+    for node in list(graph.nodes):
+        is_dq = node.op == "call_function" and any(op in str(node.target) for op in DEQUANTIZE_OPS)
+        # The graph output keeps the original (the signature names it); other readers get copies.
+        readers = sorted(node.users, key=lambda user: user.op != "output") if is_dq else []
+        for user in readers[1:]:
+            with graph.inserting_before(user):
+                copy = graph.call_function(node.target, node.args, node.kwargs)
+            copy.meta = dict(node.meta)
+            user.replace_input_with(node, copy)
+            copies += 1
+    if copies:
+        graph.lint()
+        program.graph_module.recompile()
+    return copies
 
 
 def _reexport(module: GraphModule, args: tuple, kwargs: dict) -> ExportedProgram:

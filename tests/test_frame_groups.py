@@ -70,3 +70,26 @@ def test_runner_memory_grows_linearly_with_bounded_attention(tmp_path_factory, r
         assert report["check"]["ok"]
         rss[frames] = report["peak_rss_bytes"]
     assert (rss[8] - rss[4]) / (rss[4] - rss[2]) <= 2.6, rss
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_omega_dense_head_in_frame_groups_equals_all_frames_at_once(group):
+    """VGGT-Ω's dense head runs frames in groups too (same trunk), exactly."""
+    model = vggt_et.load_model("vggt-omega-tiny", random_weights=True).eval()
+    images = torch.rand(1, 3, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        tokens, start = model.aggregator(images)
+        model.dense_head.frames_chunk_size = None
+        whole = model.dense_head(tokens, images, start)
+        model.dense_head.frames_chunk_size = group
+        grouped = model.dense_head(tokens, images, start)
+    for a, b in zip(grouped, whole, strict=True):
+        assert a.shape == b.shape
+        assert torch.linalg.vector_norm(a - b) <= 1e-6 * torch.linalg.vector_norm(b)
+
+
+def test_omega_head_group_follows_the_budget():
+    model = vggt_et.load_model("vggt-omega-tiny", random_weights=True)
+    per_frame = model.dense_head.full_resolution_bytes(32, 48)
+    assert bound_head_frames(model, ProgramShape(4, 32, 48, 16), 2 * per_frame + 1) == 2
+    assert model.dense_head.frames_chunk_size == 2

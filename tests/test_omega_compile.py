@@ -39,3 +39,18 @@ def test_omega_xnnpack_fp32_is_one_delegate_and_matches_eager(fp32_program) -> N
     result = compare(path, vggt_et.load_model(PRESET, random_weights=True))
     for name, metrics in result["outputs"].items():
         assert metrics["rel_l2"] <= 1e-5, (name, metrics)
+
+
+@pytest.mark.parametrize("quant", ["int8", "w4"])
+def test_omega_quantized_programs_load_run_and_stay_close(quant, tmp_path) -> None:
+    """w4 used to compile and then be refused by XNNPACK at load: the int8 convs of the DPT fusion units
+    feed a quantized ReLU and a float residual add through one shared dequantize node."""
+    out = tmp_path / f"omega_{quant}.pte"
+    options = CompileOptions(
+        preset=PRESET, random_weights=True, quant=quant, calib_samples=1, output=str(out), **SHAPE
+    )
+    report = compile_model(options, quiet=True)
+    assert report["delegate_segments"] == 1
+    result = compare(str(out), vggt_et.load_model(PRESET, random_weights=True))
+    for name, metrics in result["outputs"].items():
+        assert metrics["rel_l2"] <= 0.05, (name, metrics)

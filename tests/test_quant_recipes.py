@@ -349,3 +349,35 @@ def test_dynamic_inputs_are_reexported_static_and_said_so():
     assert any("static shapes" in note for note in result.notes)
     placeholder = next(n for n in result.program.graph.nodes if n.op == "placeholder" and n.name == "images")
     assert tuple(placeholder.meta["val"].shape) == (2, 3, IMAGE, IMAGE)
+
+
+class ConvSkipUnit(nn.Module):
+    """conv → (relu → conv → relu → conv) + the first conv's output: the int8 conv's output feeds both a
+    ReLU (quantized with the next conv) and a float residual add, as in VGGT-Ω's DPT fusion units."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv1 = nn.Conv2d(16, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.head = nn.Linear(16, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.conv2(F.relu(self.conv1(F.relu(x)))) + x
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def test_w4_conv_output_read_by_relu_and_skip_loads_and_runs():
+    """Each reader of a dequantized tensor gets its own dequantize node: shared with the quantized ReLU,
+    XNNPACK gave the residual add a quantized input and refused the program at load."""
+    torch.manual_seed(0)
+    model = ConvSkipUnit().eval()
+    images = [torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    program = torch.export.export(model, (images[0],))
+    result = quantize_program(program, "xnnpack-8da4w", [(x,) for x in images], progress=False)
+    shared = [n.name for n in _nodes(result.program, "dequantize") if len(n.users) > 1]
+    assert shared == []
+    _, output, _ = _lower_and_run(result.program, images[1])
+    with torch.no_grad():
+        assert _rel_l2(output, model(images[1])) < 0.1

@@ -8,6 +8,7 @@ with explicit, non-inplace ops (see `ResidualConvUnit`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -120,7 +121,8 @@ class FeatureFusionBlock(nn.Module):
 
 class DPTTrunk(nn.Module):
     """What VGGT's DPT head and VGGT-Ω's dense head share: token norm, per-level projection and resize,
-    and the RefineNet fusion of four levels (`scratch`). Subclasses add their output convolutions."""
+    the RefineNet fusion of four levels (`scratch`), and running frames in groups. Subclasses add their
+    output convolutions (`_forward_frames`) and say what one frame's widest map costs."""
 
     def __init__(
         self,
@@ -130,8 +132,10 @@ class DPTTrunk(nn.Module):
         out_channels: Sequence[int],
         intermediate_layer_idx: Sequence[int],
         relu_skip: bool = True,
+        frames_chunk_size: int | None = 8,
     ) -> None:
         super().__init__()
+        self.frames_chunk_size: int | None = frames_chunk_size
         self.patch_size = patch_size
         self.intermediate_layer_idx = tuple(intermediate_layer_idx)
         self.norm = nn.LayerNorm(dim_in)
@@ -179,6 +183,43 @@ class DPTTrunk(nn.Module):
             levels.append(self.resize_layers[k](x))
         return levels
 
+    def forward(
+        self,
+        aggregated_tokens_list: Sequence[torch.Tensor | None],
+        images: torch.Tensor,
+        patch_start_idx: int,
+    ) -> Any:
+        """The subclass's outputs ([B, S, ...] tensors), frames run in groups of `frames_chunk_size` (None:
+        all at once), like the official heads' chunks of 8: every frame is computed on its own, so the results
+        are identical, and the full-resolution maps of only one group are alive at a time."""
+        frames = images.shape[1]
+        group = self.frames_chunk_size or frames
+        if group >= frames:
+            return self._forward_frames(aggregated_tokens_list, images, patch_start_idx)
+        parts = [
+            self._forward_frames(
+                [t if t is None else t[:, start : start + group] for t in aggregated_tokens_list],
+                images[:, start : start + group],
+                patch_start_idx,
+            )
+            for start in range(0, frames, group)
+        ]
+        if isinstance(parts[0], torch.Tensor):
+            return torch.cat(parts, dim=1)
+        return tuple(torch.cat(outputs, dim=1) for outputs in zip(*parts, strict=True))
+
+    def _forward_frames(
+        self,
+        aggregated_tokens_list: Sequence[torch.Tensor | None],
+        images: torch.Tensor,
+        patch_start_idx: int,
+    ) -> Any:
+        raise NotImplementedError
+
+    def full_resolution_bytes(self, height: int, width: int, itemsize: int = 4) -> int:
+        """Bytes of one frame's widest map (what a frame group costs per frame)."""
+        raise NotImplementedError
+
     def fuse_levels(self, levels: list[torch.Tensor], last_size: Sequence[int] | None = None) -> torch.Tensor:
         """RefineNet from the coarsest level up; the last fusion resizes to `last_size` (default ×2)."""
         s = self.scratch
@@ -205,13 +246,19 @@ class DPTHead(DPTTrunk):
         down_ratio: int = 1,
         frames_chunk_size: int | None = 8,
     ) -> None:
-        super().__init__(dim_in, patch_size, features, out_channels, intermediate_layer_idx)
+        super().__init__(
+            dim_in,
+            patch_size,
+            features,
+            out_channels,
+            intermediate_layer_idx,
+            frames_chunk_size=frames_chunk_size,
+        )
         self.activation = activation
         self.conf_activation = conf_activation
         self.pos_embed = pos_embed
         self.feature_only = feature_only
         self.down_ratio = down_ratio
-        self.frames_chunk_size: int | None = frames_chunk_size
         if feature_only:
             self.scratch.output_conv1 = nn.Conv2d(features, features, kernel_size=3, stride=1, padding=1)
         else:
@@ -225,38 +272,17 @@ class DPTHead(DPTTrunk):
     def fuse(self, levels: list[torch.Tensor]) -> torch.Tensor:
         return self.scratch.output_conv1(self.fuse_levels(levels))
 
-    def forward(
-        self, aggregated_tokens_list: list[torch.Tensor], images: torch.Tensor, patch_start_idx: int
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """(values [B, S, H, W, C], conf [B, S, H, W]), or features [B, S, C', H/r, W/r] if feature_only.
-
-        Frames go through in groups of `frames_chunk_size` (None: all at once), like the official head's
-        chunks of 8: every frame is computed on its own, so the results are identical, and the
-        full-resolution feature maps of only one group are alive at a time.
-        """
-        frames = images.shape[1]
-        group = self.frames_chunk_size or frames
-        if group >= frames:
-            return self._forward_frames(aggregated_tokens_list, images, patch_start_idx)
-        parts = [
-            self._forward_frames(
-                [t if t is None else t[:, start : start + group] for t in aggregated_tokens_list],
-                images[:, start : start + group],
-                patch_start_idx,
-            )
-            for start in range(0, frames, group)
-        ]
-        if self.feature_only:
-            return torch.cat(parts, dim=1)
-        return torch.cat([p[0] for p in parts], dim=1), torch.cat([p[1] for p in parts], dim=1)
-
     def full_resolution_bytes(self, height: int, width: int, itemsize: int = 4) -> int:
         """Bytes of one frame's widest full-resolution feature map (what a frame group costs per frame)."""
         return self.scratch.refinenet1.out_conv.out_channels * height * width * itemsize
 
     def _forward_frames(
-        self, aggregated_tokens_list: list[torch.Tensor], images: torch.Tensor, patch_start_idx: int
+        self,
+        aggregated_tokens_list: Sequence[torch.Tensor | None],
+        images: torch.Tensor,
+        patch_start_idx: int,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """(values [B, S, H, W, C], conf [B, S, H, W]), or features [B, S, C', H/r, W/r] if feature_only."""
         batch, frames, _, height, width = images.shape
         grid_h, grid_w = height // self.patch_size, width // self.patch_size
         out = self.fuse(self.token_levels(aggregated_tokens_list, images, patch_start_idx, self.pos_embed))

@@ -62,14 +62,19 @@ class OmegaDenseHead(DPTTrunk):
         self.proj = nn.Conv2d(features, self.shuffle**2, kernel_size=1)
         self.proj_conf = nn.Conv2d(features, self.shuffle**2, kernel_size=1)
 
-    def forward(
+    def full_resolution_bytes(self, height: int, width: int, itemsize: int = 4) -> int:
+        """One frame's widest map: the finest level and the fused features live at a quarter of the
+        resolution (the pixel-shuffled outputs have one channel)."""
+        channels = max(self.resize_layers[0].out_channels, self.scratch.refinenet1.out_conv.out_channels)
+        return channels * (height // 4) * (width // 4) * itemsize
+
+    def _forward_frames(
         self,
         aggregated_tokens_list: Sequence[torch.Tensor | None],
         images: torch.Tensor,
         patch_start_idx: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(depth [B, S, H, W, 1], depth_conf [B, S, H, W]); frames folded into the batch (the official
-        8-frame chunking only saves memory)."""
+        """(depth [B, S, H, W, 1], depth_conf [B, S, H, W]) of these frames (DPTTrunk.forward groups them)."""
         batch, frames, _, height, width = images.shape
         levels = self.token_levels(aggregated_tokens_list, images, patch_start_idx)
         fused = self.fuse_levels(levels, last_size=levels[0].shape[2:])  # no final upsampling

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from vggt_et.model.dpt_head import DPTTrunk
 from vggt_et.options import OUTPUT_GROUPS, ProgramShape, parse_outputs
 from vggt_et.utils.errors import UserError
 
@@ -62,9 +63,8 @@ OFFICIAL_HEAD_FRAMES = 8  # the official DPT head's frames_chunk_size
 def bound_head_frames(model: nn.Module, shape: ProgramShape, budget: int | None, itemsize: int = 4) -> int:
     """Sets the DPT heads' frame group to the most frames whose full-resolution map fits `budget` bytes (at
     least 1; the official 8 when there is no budget) and returns it. Results do not depend on the group."""
-    # Heads that run frames in groups (VGGT's DPT heads); VGGT-Ω's dense head runs all frames at once.
     candidates = (getattr(model, "depth_head", None), getattr(model, "point_head", None))
-    heads = [h for h in candidates if h is not None and hasattr(h, "full_resolution_bytes")]
+    heads = [h for h in candidates if isinstance(h, DPTTrunk)]  # VGGT's DPT heads, VGGT-Ω's dense head
     group = OFFICIAL_HEAD_FRAMES
     if budget is not None and heads:
         per_frame = max(h.full_resolution_bytes(shape.height, shape.width, itemsize) for h in heads)
