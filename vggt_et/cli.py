@@ -75,6 +75,10 @@ def console_script() -> None:
     """The `vggt-et` console script: the CLI in its own process (signal handling is process-wide, so it is
     set here and not in `main`, which tests and other programs call in-process)."""
     _exit_cleanly_on_signals()
+    # Our records stop at our handler: ExecuTorch's XNNPACK partitioner calls logging.basicConfig at import,
+    # and the root handler would print every progress line a second time. (Not in `main`: programs that
+    # call it in-process keep their own logging, pytest's caplog included.)
+    logging.getLogger("vggt_et").propagate = False
     main()
 
 
