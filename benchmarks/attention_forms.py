@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from _common import machine, time_interleaved
+from vggt_et.utils.tables import format_table
 
 
 class Whole(nn.Module):
@@ -81,9 +82,6 @@ def main() -> None:
         ("custom_sdpa", Flash(), None),
     ]
     print(f"# attention [1, {args.heads}, {args.tokens}, {args.head_dim}] fp32; {machine()}")
-    print(
-        "| form | median ms | largest intermediate MiB | segments | rel L2 vs eager |\n|---|---|---|---|---|"
-    )
     arrays = [x.numpy() for x in qkv]
     programs, rows = {}, {}
     with tempfile.TemporaryDirectory() as temp:
@@ -97,11 +95,12 @@ def main() -> None:
         # One call of each per round, so a slow spell of the shared machine falls on all forms.
         calls = {name: (lambda p=p: p.run(arrays)) for name, p in programs.items()}
         times = time_interleaved(calls, args.iters)
-    for name, info in rows.items():
-        print(
-            f"| {name} | {times[name]['median']:.1f} | {info['largest_mib']:.1f} | {info['segments']} "
-            f"| {info['rel_l2']:.1e} |"
-        )
+    table = [
+        (name, times[name]["median"], info["largest_mib"], info["segments"], info["rel_l2"])
+        for name, info in rows.items()
+    ]
+    headers = ["form", "median ms", "largest intermediate MiB", "segments", "rel L2 vs eager"]
+    print(format_table(headers, table, [None, ".1f", ".1f", "d", ".1e"], markdown=True))
 
 
 if __name__ == "__main__":
