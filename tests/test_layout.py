@@ -22,8 +22,10 @@ ALLOWED = {
     "data": {"options", "utils"},
     "outputs": {"data", "runtime", "options", "utils"},
     "fgq": {"quantizers", "model", "data", "options", "utils"},
+    "training": {"data", "outputs", "utils"},
     "pipeline": {"fgq", "passes", "quantizers", "model", "data", "options", "utils"},
     "commands": {
+        "training",
         "pipeline",
         "fgq",
         "outputs",

@@ -398,6 +398,40 @@ def bench(model, host, adb_serial, runner, iters, threads, json_path, frames) ->
 
 
 @main.command()
+@click.option("--preset", default="small", show_default=True, help="VGGT preset to train (tiny, small, ...).")
+@click.option("--checkpoint", default=None, help="Start from these weights (default: seeded random init).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the init and of the scenes.")
+@click.option("--steps", default=1000, show_default=True, help="Optimizer steps.")
+@click.option(
+    "--batch-size", default=1, show_default=True, help="Scenes per step (one view count each step)."
+)
+@click.option("--lr", default=3e-4, show_default=True, help="Peak learning rate (AdamW).")
+@click.option("--warmup", default=0.05, show_default=True, help="Share of the steps in linear warm-up.")
+@click.option("--weight-decay", default=0.05, show_default=True)
+@click.option("--height", default=70, show_default=True, help="Image height (multiple of the patch size).")
+@click.option("--width", default=98, show_default=True, help="Image width (multiple of the patch size).")
+@click.option("--min-views", default=2, show_default=True, help="Fewest views per scene.")
+@click.option("--max-views", default=4, show_default=True, help="Most views per scene.")
+@click.option(
+    "--scenes", type=int, default=None, help="Cycle this many fixed scenes (default: a new one each step)."
+)
+@click.option("--fp16", is_flag=True, help="Store the checkpoint in fp16 (half the size; loaders cast back).")
+@click.option(
+    "--checkpoint-every",
+    default=0,
+    show_default=True,
+    help="Also write -o every this many steps (0: at the end).",
+)
+@click.option("-o", "--output", required=True, help="Checkpoint to write (.safetensors).")
+@click.option("--curve", default=None, help="Loss-curve PNG (default: OUTPUT with .png).")
+def train(**kw) -> None:
+    """Train VGGT on synthetic scenes (official losses, AdamW, warm-up + cosine); checkpoint + loss curve."""
+    from vggt_et.commands.train import train_command
+
+    click.echo(train_command(**kw))
+
+
+@main.command()
 @click.option("-o", "--out-dir", default="vggt_et_demo", show_default=True)
 @click.option("--preset", type=click.Choice(["tiny", "vggt-omega-tiny"]), default="tiny", show_default=True)
 def demo(out_dir: str, preset: str) -> None:
