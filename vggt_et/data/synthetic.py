@@ -59,8 +59,32 @@ class Box:
         return (points - self.center) @ self._world_from_box()
 
 
+def _circle_roots(
+    offset: np.ndarray, dirs: np.ndarray, radius: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Roots t of |offset + t d|² = radius² per ray d (rows of `dirs`; 2-D or 3-D) -> (near, far, real).
+
+    Rays parallel to the axis (d = 0 in a cylinder's plane) have no real root."""
+    a = (dirs * dirs).sum(-1)
+    b = dirs @ offset
+    disc = b * b - a * (offset @ offset - radius**2)
+    root = np.sqrt(np.maximum(disc, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        near, far = (-b - root) / a, (-b + root) / a
+    return near, far, (disc >= 0) & (a > 0)
+
+
+class _Centred:
+    """Objects whose solid texture lives in their frame translated to `center` (not turned)."""
+
+    center: np.ndarray
+
+    def texture_frame(self, points: np.ndarray) -> np.ndarray:
+        return points - self.center
+
+
 @dataclass(frozen=True)
-class Sphere:
+class Sphere(_Centred):
     """A sphere (resting on the ground or floating above it)."""
 
     center: np.ndarray
@@ -70,23 +94,14 @@ class Sphere:
 
     def intersect(self, origin: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Nearest root of |o + t d - c|² = r² in front of the camera -> (t [N], inf if missed; normal)."""
-        offset = origin - self.center
-        a = (dirs * dirs).sum(-1)
-        b = dirs @ offset
-        c = offset @ offset - self.radius**2
-        disc = b * b - a * c
-        root = np.sqrt(np.maximum(disc, 0.0))
-        near, far = (-b - root) / a, (-b + root) / a
-        t = np.where((disc >= 0) & (far > _MIN_T), np.where(near > _MIN_T, near, far), np.inf)
+        near, far, hits = _circle_roots(origin - self.center, dirs, self.radius)
+        t = np.where(hits & (far > _MIN_T), np.where(near > _MIN_T, near, far), np.inf)
         normal = (origin + np.where(np.isfinite(t), t, 0.0)[:, None] * dirs - self.center) / self.radius
         return t, normal
 
-    def texture_frame(self, points: np.ndarray) -> np.ndarray:
-        return points - self.center
-
 
 @dataclass(frozen=True)
-class Cylinder:
+class Cylinder(_Centred):
     """An upright cylinder standing on the ground: axis through (x, y) = center[:2], z from 0 to `height`."""
 
     center: np.ndarray
@@ -97,19 +112,12 @@ class Cylinder:
 
     def intersect(self, origin: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Side (quadratic in x, y, clipped to 0 <= z <= height) and the two caps; the nearest hit."""
-        offset = origin[:2] - self.center[:2]
         d2 = dirs[:, :2]
-        a = (d2 * d2).sum(-1)
-        b = d2 @ offset
-        c = offset @ offset - self.radius**2
-        disc = b * b - a * c
-        root = np.sqrt(np.maximum(disc, 0.0))
+        near, far, hits = _circle_roots(origin[:2] - self.center[:2], d2, self.radius)
+        sides = np.stack([near, far])  # [2, N]
         with np.errstate(divide="ignore", invalid="ignore"):
-            sides = np.stack([(-b - root) / a, (-b + root) / a])  # [2, N]
             z = origin[2] + sides * dirs[None, :, 2]
-            sides = np.where(
-                (disc >= 0) & (a > 0) & (sides > _MIN_T) & (z >= 0) & (z <= self.height), sides, np.inf
-            )
+            sides = np.where(hits & (sides > _MIN_T) & (z >= 0) & (z <= self.height), sides, np.inf)
             caps = np.stack([(0.0 - origin[2]) / dirs[:, 2], (self.height - origin[2]) / dirs[:, 2]])
         cap_xy = origin[None, None, :2] + caps[..., None] * d2[None] - self.center[:2]
         inside = (cap_xy**2).sum(-1) <= self.radius**2
@@ -123,12 +131,9 @@ class Cylinder:
         normal[which == 3] = [0.0, 0.0, 1.0]
         return t, normal
 
-    def texture_frame(self, points: np.ndarray) -> np.ndarray:
-        return points - self.center
-
 
 @dataclass(frozen=True)
-class Panel:
+class Panel(_Centred):
     """A flat rectangle at any slant: centre, orthonormal in-plane axes [2, 3], half sizes along them [2]."""
 
     center: np.ndarray
@@ -151,9 +156,6 @@ class Panel:
         inside = (np.abs(local) <= self.half_size).all(-1)
         t = np.where(inside & (t > _MIN_T) & np.isfinite(t), t, np.inf)
         return t, np.where(facing[:, None] > 0, -normal, normal)
-
-    def texture_frame(self, points: np.ndarray) -> np.ndarray:
-        return points - self.center
 
 
 class Shape(Protocol):
@@ -549,6 +551,23 @@ def _focal_intrinsics(
     return intrinsics
 
 
+def _viewpoint(
+    rng: np.random.Generator,
+    spread: float,
+    distance: tuple[float, float],
+    elevation: tuple[float, float],
+    aim: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A camera centre in front of the scene (azimuth within ±`spread` rad of straight on, `distance` from
+    the scene centre, `elevation` above the ground) and the unit direction to the scene's target, jittered
+    by `aim`."""
+    azimuth = -np.pi / 2 + rng.uniform(-spread, spread)
+    xy = _SCENE_CENTER + rng.uniform(*distance) * np.array([np.cos(azimuth), np.sin(azimuth)])
+    center = np.array([xy[0], xy[1], rng.uniform(*elevation)])
+    look = np.array([0.0, 0.4, 0.4]) + rng.normal(0, aim, 3) - center
+    return center, look / np.linalg.norm(look)
+
+
 def camera_path(
     rng: np.random.Generator, path: str, n_views: int, height: int, width: int, focal: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -558,17 +577,10 @@ def camera_path(
     scene, looking ahead with a little sway; "rotate": one centre, the camera turning about it (yaw up to
     ±20°, pitch ±8°): no baseline, the case where depth cannot come from triangulation.
     """
-    target = np.array([0.0, 0.4, 0.4])
     if path == "arc":
         extrinsics, _ = arc_cameras(rng, n_views, height, width)
     elif path == "forward":
-        azimuth = -np.pi / 2 + rng.uniform(-0.6, 0.6)
-        start = np.array(
-            [*(_SCENE_CENTER + rng.uniform(4.6, 5.4) * np.array([np.cos(azimuth), np.sin(azimuth)])), 0.0]
-        )
-        start[2] = rng.uniform(0.8, 2.0)
-        look = target + rng.normal(0, 0.3, 3) - start
-        look /= np.linalg.norm(look)
+        start, look = _viewpoint(rng, spread=0.6, distance=(4.6, 5.4), elevation=(0.8, 2.0), aim=0.3)
         steps = np.linspace(0, rng.uniform(0.4, 1.4), n_views)
         extrinsics = np.stack(
             [
@@ -577,13 +589,8 @@ def camera_path(
             ]
         )
     elif path == "rotate":
-        azimuth = -np.pi / 2 + rng.uniform(-0.7, 0.7)
-        center = np.array(
-            [*(_SCENE_CENTER + rng.uniform(3.8, 5.0) * np.array([np.cos(azimuth), np.sin(azimuth)])), 0.0]
-        )
-        center[2] = rng.uniform(1.0, 2.2)
-        ahead = target + rng.normal(0, 0.2, 3) - center
-        base_yaw, base_pitch = np.arctan2(ahead[1], ahead[0]), np.arctan2(ahead[2], np.linalg.norm(ahead[:2]))
+        center, ahead = _viewpoint(rng, spread=0.7, distance=(3.8, 5.0), elevation=(1.0, 2.2), aim=0.2)
+        base_yaw, base_pitch = np.arctan2(ahead[1], ahead[0]), np.arcsin(ahead[2])
         yaws = base_yaw + np.deg2rad(rng.uniform(-20, 20)) * np.linspace(-1, 1, n_views)
         pitches = base_pitch + np.deg2rad(rng.uniform(-8, 8, n_views))
         extrinsics = np.stack(

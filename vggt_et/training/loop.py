@@ -18,7 +18,7 @@ from torch import nn
 
 from vggt_et.data.synthetic import SceneVariety, synthetic_sample
 from vggt_et.training.losses import LossConfig, normalize_scene, vggt_loss
-from vggt_et.utils.files import atomic_output_path, atomic_write
+from vggt_et.utils.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -211,9 +211,8 @@ def plot_loss_curve(history: list[dict[str, float]], path: str | os.PathLike, ti
     axes[0].set_title(title or "training objective")
     axes[1].set_title("parts (mean per pixel / per element)")
     axes[1].set_yscale("log")
-    fig.tight_layout()
     try:
-        with atomic_output_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
+        fig.tight_layout()
+        atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100), user_path=False)
     finally:
         plt.close(fig)
