@@ -177,8 +177,8 @@ def save_checkpoint(
 
 
 def plot_loss_curve(history: list[dict[str, float]], path: str | os.PathLike, title: str = "") -> None:
-    """PNG: the objective and each weighted part per step (raw, faint; moving average, solid), log-scaled
-    step axis when long; written atomically."""
+    """PNG: the objective (left) and the camera, depth and point errors (right, log scale) per step, raw
+    (faint) and as a moving average over a fiftieth of the run (solid); written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
