@@ -102,3 +102,13 @@ def test_graph_reader_sees_lazy_and_relative_imports() -> None:
     assert "vggt_et.fgq.w4_fisher" in graph["vggt_et.pipeline.compile"]  # imported inside a function
     assert "vggt_et.passes.graph_utils" in graph["vggt_et.passes.sdpa"]  # `from .graph_utils import ...`
     assert Path(modules()["vggt_et.passes"]).name == "__init__.py"
+
+
+def test_every_package_is_installed() -> None:
+    """pyproject lists packages explicitly: a folder missing there works in a checkout and is absent from
+    a wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {m for m, path in modules().items() if path.name == "__init__.py"}
+    assert packages - listed == set()
