@@ -30,6 +30,12 @@ def test_readme_demo_command(tmp_path, vggt_et_cli) -> None:
     result = json.loads((out / "compare.json").read_text())
     assert all(m["rel_l2"] <= 1e-5 for m in result["outputs"].values()), result["outputs"]
     assert (out / "run" / "points.ply").is_file() and (out / "run" / "depth_00.png").is_file()
+    from vggt_et.outputs.inference import program_info
+    from vggt_et.outputs.visualize import side_by_side_size
+
+    info = program_info(out / "tiny_xnnpack_fp32.pte")  # one row per frame, four columns
+    with Image.open(out / "side_by_side.png") as picture:
+        assert picture.size[::-1] == side_by_side_size(info.frames, info.height, info.width)
 
 
 def test_readme_run_example(tmp_path, vggt_et_cli, tiny_depth_pte) -> None:

@@ -165,7 +165,10 @@ def _model_options(f=None, *, preset_default: str | None = "vggt-1b"):
             "--random-weights", is_flag=True, help="Seeded random weights (no checkpoint needed)."
         )(f)
         f = click.option(
-            "--checkpoint", type=str, default=None, help="model.safetensors or official model.pt."
+            "--checkpoint",
+            type=str,
+            default=None,
+            help="model.safetensors, official model.pt, or builtin:NAME (a checkpoint shipped with vggt-et).",
         )(f)
         help_text = "Model preset (see `vggt-et info`)" + (
             "." if preset_default else "; default: the one the program was compiled from."
@@ -399,7 +402,11 @@ def bench(model, host, adb_serial, runner, iters, threads, json_path, frames) ->
 
 @main.command()
 @click.option("--preset", default="small", show_default=True, help="VGGT preset to train (tiny, small, ...).")
-@click.option("--checkpoint", default=None, help="Start from these weights (default: seeded random init).")
+@click.option(
+    "--checkpoint",
+    default=None,
+    help="Start from these weights, a file or builtin:NAME (default: seeded random init).",
+)
 @click.option("--seed", default=0, show_default=True, help="Seed of the init and of the scenes.")
 @click.option("--steps", default=1000, show_default=True, help="Optimizer steps.")
 @click.option(
@@ -433,12 +440,24 @@ def train(**kw) -> None:
 
 @main.command()
 @click.option("-o", "--out-dir", default="vggt_et_demo", show_default=True)
-@click.option("--preset", type=click.Choice(["tiny", "vggt-omega-tiny"]), default="tiny", show_default=True)
-def demo(out_dir: str, preset: str) -> None:
-    """End to end on embedded defaults: synthetic scene, tiny model, XNNPACK .pte, run, compare."""
+@click.option(
+    "--preset",
+    type=click.Choice(["tiny", "small", "vggt-omega-tiny"]),
+    default=None,
+    help="Model preset [default: the builtin checkpoint's, else tiny].",
+)
+@click.option(
+    "--checkpoint",
+    default=None,
+    help="Weights to compile: a file or builtin:NAME, e.g. builtin:small-synthetic [default: seeded random "
+    "weights].",
+)
+def demo(out_dir: str, preset: str | None, checkpoint: str | None) -> None:
+    """End to end on embedded defaults: synthetic scene, tiny model, XNNPACK .pte, run, compare, and
+    side_by_side.png (input | ground-truth depth | predicted depth | error per frame)."""
     from vggt_et.commands.demo import run_demo
 
-    run_demo(Path(out_dir), preset)
+    run_demo(Path(out_dir), preset, checkpoint=checkpoint)
 
 
 if __name__ == "__main__":

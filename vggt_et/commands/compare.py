@@ -145,16 +145,14 @@ def compare_command(
     frames: int | None,
 ) -> None:
     """Checks, runs both sides, prints the tables (and ground truth when the scene has it), writes JSON."""
-    from vggt_et.model.loading import load_model
+    from vggt_et.model.loading import check_model_source, load_model
     from vggt_et.outputs.inference import program_info
     from vggt_et.utils import checks
     from vggt_et.utils.files import write_json
     from vggt_et.utils.tables import format_table
 
     checks.input_file(model, "MODEL", ".pte program")
-    if against == "eager":
-        checks.model_source(checkpoint, random_weights)
-    else:
+    if against != "eager":
         check_tflite_reference(against)
         if checkpoint is not None or random_weights:
             raise UserError(
@@ -176,6 +174,8 @@ def compare_command(
     info.with_frames(frames or info.frames)  # refuses a count the program lacks before loading the model
     preset = preset or info.preset
     check_shape_matches(info, preset)
+    if against == "eager":
+        check_model_source(preset, checkpoint, random_weights)
     eager = (
         load_model(preset, checkpoint, random_weights=random_weights, seed=seed)
         if against == "eager"

@@ -1,7 +1,9 @@
 """`vggt-et demo`: the whole pipeline on embedded defaults, with nothing to download.
 
-A `tiny` VGGT (or `vggt-omega-tiny`, `--preset`) with seeded random weights is compiled to XNNPACK, run on
-a rendered synthetic scene, and compared with the eager model; everything it makes lands in one folder.
+A `tiny` VGGT (or `vggt-omega-tiny`, `--preset`) with seeded random weights, or the weights of
+`--checkpoint` (a file or `builtin:NAME`, whose preset is then the default), is compiled to XNNPACK, run on
+a rendered synthetic scene, and compared with the eager model; `side_by_side.png` sets each frame's input,
+ground-truth depth, predicted depth and error side by side. Everything it makes lands in one folder.
 """
 
 from __future__ import annotations
@@ -10,14 +12,30 @@ from pathlib import Path
 
 import click
 
+SIDE_BY_SIDE = "side_by_side.png"
+
+
+def demo_preset(preset: str | None, checkpoint: str | None) -> str:
+    """--preset as given; else the preset of a `builtin:NAME` checkpoint; else `tiny`."""
+    from vggt_et.model.builtin import builtin_checkpoint
+
+    entry = builtin_checkpoint(checkpoint) if checkpoint is not None and preset is None else None
+    return preset or (entry.preset if entry is not None else "tiny")
+
 
 def run_demo(
-    out_dir: Path, preset: str = "tiny", frames: int = 2, height: int | None = None, width: int | None = None
+    out_dir: Path,
+    preset: str | None = None,
+    frames: int = 2,
+    height: int | None = None,
+    width: int | None = None,
+    checkpoint: str | None = None,
 ) -> None:
-    """`height`/`width` default to 5 × 7 patches of the preset (70×98 for VGGT, 80×112 for VGGT-Ω)."""
+    """`height`/`width` default to 5 × 7 patches of the preset (70×98 for VGGT, 80×112 for VGGT-Ω).
+    Without `checkpoint`, seeded random weights; `preset` defaults to `demo_preset`'s choice."""
     from vggt_et.commands.compare import compare
     from vggt_et.data.synthetic import write_synthetic_dataset
-    from vggt_et.model.loading import load_model
+    from vggt_et.model.loading import check_model_source, load_model
     from vggt_et.model.presets import get_preset
     from vggt_et.options import CompileOptions, output_names
     from vggt_et.outputs.folder import claim_output_folder
@@ -28,16 +46,20 @@ def run_demo(
         run_program,
         write_outputs,
     )
+    from vggt_et.outputs.visualize import side_by_side_png
     from vggt_et.pipeline.compile import compile_model
     from vggt_et.utils.files import write_json
     from vggt_et.utils.tables import format_table
 
+    preset = demo_preset(preset, checkpoint)
     config = get_preset(preset)
     height = height or 5 * config.patch_size
     width = width or 7 * config.patch_size
     outputs = ("depth", "points", "camera") if "point" in config.HEADS else ("depth", "camera")
     pte = out_dir / f"{preset}_xnnpack_fp32.pte"
-    made = [pte.name, pte.with_suffix(".json").name, "compare.json", "scenes", "run"]
+    random_weights = checkpoint is None
+    check_model_source(preset, checkpoint, random_weights)  # before anything is written
+    made = [pte.name, pte.with_suffix(".json").name, "compare.json", SIDE_BY_SIDE, "scenes", "run"]
     folder = claim_output_folder(out_dir, "-o", "demo", made)
     planned = ProgramInfo(
         preset, "xnnpack", "fp32", (1, frames, 3, height, width), tuple(output_names(outputs))
@@ -48,10 +70,11 @@ def run_demo(
     click.echo(f"1/4 rendering a synthetic scene in BlendedMVS layout -> {scenes}")
     write_synthetic_dataset(scenes, n_scenes=1, n_views=max(4, frames), height=2 * height, width=2 * width)
 
-    click.echo(f"2/4 compiling {preset} (random weights) for XNNPACK -> {pte}")
+    weights = "random weights" if random_weights else f"checkpoint {checkpoint}"
+    click.echo(f"2/4 compiling {preset} ({weights}) for XNNPACK -> {pte}")
     options = CompileOptions(
-        preset=preset, random_weights=True, frames=frames, height=height, width=width,
-        outputs=outputs, output=str(pte), report=str(pte.with_suffix(".json")),
+        preset=preset, checkpoint=checkpoint, random_weights=random_weights, frames=frames, height=height,
+        width=width, outputs=outputs, output=str(pte), report=str(pte.with_suffix(".json")),
     )  # fmt: skip
     report = compile_model(options)
 
@@ -59,12 +82,17 @@ def run_demo(
     info = program_info(pte)
     from vggt_et.commands.compare import scene_inputs
 
-    images, _, _ = scene_inputs(info, str(scenes), seed=0)
-    written = write_outputs(run_program(pte, images), images, info, run_folder.path, None)
+    images, truth, _ = scene_inputs(info, str(scenes), seed=0)
+    predicted = run_program(pte, images)
+    written = write_outputs(predicted, images, info, run_folder.path, None)
     run_folder.finish(written)
+    side_by_side_png(
+        out_dir / SIDE_BY_SIDE, images[0].transpose(0, 2, 3, 1), truth["depth"], predicted["depth"][0]
+    )
 
     click.echo("4/4 comparing the program with the eager model")
-    result = compare(pte, load_model(preset, random_weights=True), calib_data=str(scenes))
+    eager = load_model(preset, checkpoint, random_weights=random_weights)
+    result = compare(pte, eager, calib_data=str(scenes))
     write_json(out_dir / "compare.json", result)
     folder.finish(made)
     rows = [(name, m["rel_l2"], m["max_abs"]) for name, m in result["outputs"].items()]
@@ -73,5 +101,8 @@ def run_demo(
         f"\n.pte {report['pte_bytes'] / 2**20:.1f} MiB, {100 * report['delegated_fraction']:.1f}% of compute ops "
         f"delegated in {report['delegate_segments']} segment(s), compiled in {report['total_seconds']:.0f} s"
     )
-    click.echo(f"made in {out_dir}: {pte.name}, {pte.with_suffix('.json').name}, compare.json, scenes/, run/")
+    click.echo(
+        f"made in {out_dir}: {pte.name}, {pte.with_suffix('.json').name}, compare.json, {SIDE_BY_SIDE}, "
+        "scenes/, run/"
+    )
     click.echo("  run/: " + ", ".join(p.name for p in written))

@@ -1,6 +1,7 @@
 """Our own checkpoint-compatible VGGT and VGGT-Ω (official tensor names, eager semantics), timm-style:
 shared blocks in layers.py / rope.py / activations.py, one architecture per file, presets as data, loading
-(safetensors, official .pt) in loading.py.
+(safetensors, official .pt) in loading.py, built-in checkpoints (`--checkpoint builtin:NAME`, files shipped in
+checkpoints/) in builtin.py.
 
 Imports: torch and `vggt_et.utils` only; the model knows nothing of export, passes or quantization.
 """

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from vggt_et.model.builtin import resolve_checkpoint
 from vggt_et.model.omega_config import VGGTOmegaConfig
 from vggt_et.model.presets import PRESETS, ModelConfig, get_preset
 from vggt_et.model.vggt import VGGT
@@ -77,10 +78,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors file or an official .pt state dict (loaded with weights_only=True).
 
     Zip checkpoints are memory-mapped (VGGT-1B's weights are read once, not copied); the legacy format
-    cannot be mapped and is read whole. weights_only refuses anything but tensors and plain containers."""
+    cannot be mapped and is read whole. weights_only refuses anything but tensors and plain containers.
+    `builtin:NAME` reads the shipped checkpoint NAME (vggt_et.model.builtin)."""
     from vggt_et.utils.checks import input_file
 
-    path = input_file(path, "--checkpoint", "checkpoint file (VGGT-1B's model.safetensors or model.pt)")
+    path = input_file(
+        resolve_checkpoint(path), "--checkpoint", "checkpoint file (VGGT-1B's model.safetensors or model.pt)"
+    )
     try:
         kind = checkpoint_format(path)
         if kind == "safetensors":
@@ -113,7 +117,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def checkpoint_layout(path: str | Path) -> dict[str, torch.Tensor]:
     """The checkpoint's tensor names, shapes and dtypes as meta tensors, cheaply: a safetensors header or
     a memory-mapped zip checkpoint is read without its data (legacy files are read whole)."""
-    path = Path(path)
+    path = Path(resolve_checkpoint(path))
     if checkpoint_format(path) == "safetensors":
         from safetensors import safe_open
 
@@ -136,17 +140,28 @@ _SAFETENSORS_DTYPES = {
 }  # fmt: skip
 
 
+def default_heads(preset: str, track_head: bool = False) -> list[str]:
+    """The heads `load_model` builds when none are named: all of the preset's, the track head on request."""
+    return [h for h in get_preset(preset).HEADS if h != "track" or track_head]
+
+
 def check_model_source(
-    preset: str, checkpoint: str | Path | None, random_weights: bool, heads: Sequence[str]
+    preset: str,
+    checkpoint: str | Path | None,
+    random_weights: bool,
+    heads: Sequence[str] | None = None,
 ) -> None:
     """Everything `load_model` would refuse about --checkpoint / --random-weights, before any heavy work
-    (the checkpoint's tensor names and shapes are checked without reading its weights)."""
+    (the checkpoint's tensor names and shapes are checked without reading its weights; a `builtin:NAME`
+    must exist, fit `preset` and be shipped). `heads` defaults to `load_model`'s."""
     from vggt_et.utils.checks import model_source
 
     get_preset(preset)
-    model_source(checkpoint, random_weights)
-    if checkpoint is not None:
-        layout = checkpoint_layout(checkpoint)
+    path = checkpoint if checkpoint is None or random_weights else resolve_checkpoint(checkpoint, preset)
+    model_source(path, random_weights)
+    if path is not None:
+        layout = checkpoint_layout(path)
+        heads = default_heads(preset) if heads is None else heads
         check_state_dict(layout, preset, heads=heads, source=f"checkpoint {checkpoint}", quiet=True)
 
 
@@ -235,17 +250,19 @@ def load_model(
     depth-only compile never holds the other heads' weights.
 
     With a checkpoint the model is built on `meta` and the loaded tensors are assigned, so loading
-    VGGT-1B needs the weights' memory once, not twice.
+    VGGT-1B needs the weights' memory once, not twice. `checkpoint="builtin:NAME"` loads a checkpoint
+    shipped with the package (`vggt_et.model.builtin.BUILTINS`), refused if it does not fit `preset`.
     """
     if (checkpoint is None) == (not random_weights):
         raise UserError("give either a checkpoint or random_weights=True (--checkpoint F | --random-weights)")
     if heads is None:
-        heads = [h for h in get_preset(preset).HEADS if h != "track" or track_head]
+        heads = default_heads(preset, track_head)
     if checkpoint is None:
         model = model_from_config(configure(preset, heads=heads), seed=seed)
     else:
+        path = resolve_checkpoint(checkpoint, preset)
         state = check_state_dict(
-            read_state_dict(checkpoint), preset, heads=heads, source=f"checkpoint {checkpoint}"
+            read_state_dict(path), preset, heads=heads, source=f"checkpoint {checkpoint}"
         )
         state = {k: v.to(torch.float32) for k, v in state.items()}
         model = build_model(preset, heads=heads, device="meta")
