@@ -353,14 +353,14 @@ def plot(rows: list[dict], path: str, title: str) -> None:
                     ha="center",
                     va="bottom",
                     fontsize=7,
-                    rotation=90,
                 )
     axes[0].set(ylabel="depth AbsRel vs ground truth", title="accuracy (numbers: .pte MiB)")
     axes[1].set(ylabel="depth rel. L2 error vs fp32 .pte", title="distance from the fp32 program")
     axes[1].set_xticks(np.arange(len(names)), [SCHEMES[n].label for n in names], rotation=35, ha="right")
     for ax in axes:
+        ax.margins(y=0.15)  # room for the size labels
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
