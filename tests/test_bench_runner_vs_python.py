@@ -3,42 +3,31 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from bench_script import run_benchmark
 from toy_runtime import cached_toy_pte
 
 from vggt_et.runtime.runner_build import build_runner
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "runner_vs_python.py"
 
 
 def test_table_and_json(tmp_path: Path) -> None:
     toy, runner = cached_toy_pte("fp32"), build_runner("host")
     figures = tmp_path / "figures.json"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            str(toy),
-            "--runner",
-            str(runner),
-            "--iters",
-            "3",
-            "--warmup",
-            "1",
-            "--threads",
-            "1",
-            "--json",
-            str(figures),
-        ],
-        capture_output=True,
-        text=True,
-        errors="replace",
-        timeout=600,
+    table = run_benchmark(
+        "runner_vs_python.py",
+        str(toy),
+        "--runner",
+        str(runner),
+        "--iters",
+        "3",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+        str(figures),
     )
-    assert completed.returncode == 0, completed.stderr[-2000:]
     result = json.loads(figures.read_text())
     assert result["pte_bytes"] == toy.stat().st_size and result["iters"] == 3
     for side in ("runner", "runner_cached", "python"):
@@ -47,5 +36,4 @@ def test_table_and_json(tmp_path: Path) -> None:
         assert result[side]["peak_rss_bytes"] > 1 << 20, side
     # The interpreter with torch loaded dwarfs the runner.
     assert result["python"]["peak_rss_bytes"] > 5 * result["runner"]["peak_rss_bytes"]
-    table = completed.stdout
     assert "peak RSS / .pte" in table and "py/runner" in table and "the 1.15x target" in table

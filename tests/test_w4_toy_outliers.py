@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from bench_script import load_benchmark
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "w4_toy_outliers.py"
-
-
 def _benchmark():
-    sys.path.insert(0, str(BENCHMARK.parent))  # its `_common`
-    spec = importlib.util.spec_from_file_location("w4_toy_outliers_benchmark", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses need the module registered
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("w4_toy_outliers.py")
 
 
 def test_rotation_plus_fisher_beats_plain_rtn_at_equal_size() -> None:
