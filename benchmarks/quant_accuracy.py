@@ -410,10 +410,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from vggt_et.cli import _log_to_stderr, _quiet_third_party
+    from vggt_et.cli import log_to_stderr, quiet_third_party
 
-    _quiet_third_party()  # the CLI's logging: our progress on stderr, the stack's import chatter hidden
-    _log_to_stderr()
+    quiet_third_party()  # the CLI's logging: our progress on stderr, the stack's import chatter hidden
+    log_to_stderr()
     logging.getLogger("vggt_et").propagate = False  # ExecuTorch's basicConfig would print it twice
     from vggt_et.model.presets import get_preset
     from vggt_et.runtime.program import set_threads

@@ -67,8 +67,8 @@ def _fail(message: str, code: int, where: str = "vggt-et") -> None:
 @click.version_option(package_name="vggt-et")
 def main() -> None:
     """vggt-et: compile VGGT into ExecuTorch programs for phones."""
-    _quiet_third_party()
-    _log_to_stderr()
+    quiet_third_party()
+    log_to_stderr()
 
 
 def console_script() -> None:
@@ -126,7 +126,7 @@ class _Format(logging.Formatter):
         return f"[vggt-et] {level}{record.getMessage()}"
 
 
-def _log_to_stderr() -> None:
+def log_to_stderr() -> None:
     """Our modules' progress (INFO) and warnings on stderr; the stack's own loggers are left alone."""
     ours = logging.getLogger("vggt_et")
     if not any(isinstance(h, _StderrHandler) for h in ours.handlers):
@@ -136,7 +136,7 @@ def _log_to_stderr() -> None:
     ours.setLevel(logging.INFO)
 
 
-def _quiet_third_party() -> None:
+def quiet_third_party() -> None:
     """Hide import-time chatter of the stack (torchao's optional CUDA kernels, pytree deprecations)."""
     import warnings
 
