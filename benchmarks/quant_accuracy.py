@@ -5,13 +5,9 @@
     python benchmarks/quant_accuracy.py --preset tiny --random-weights --scenes 2 --frames 2 \\
         --schemes fp32,int8,constant                                               # a quick look
 
-Scenes: scene i is `synthetic_sample([10**6 + i], SceneVariety(height, width), n_views=S)`, the same
-generator training draws from, at the compiled shape (default: the preset's 5 x 7 patches, as `vggt-et demo`),
-for every frame count S of --frames (the scene and its camera path are the same at every S; the cameras
-spread over the path). Training (vggt_et/training/loop.py) draws sample b of step t from the seeds
-[seed, t, b] (view counts from [seed, t]), with seed 0 unless told otherwise; numpy pads a seed sequence
-with zeros, so [10**6 + i] is training's [10**6 + i, 0, 0]: only a run with --seed >= 10**6 could have seen a
-held-out scene.
+Scenes: `vggt_et.data.held_out.held_out_scenes`, the training generator at seeds training never draws, at
+the compiled shape (default: the preset's 5 x 7 patches, as `vggt-et demo`), for every frame count S of
+--frames.
 
 Rows: the eager model and one `.pte` per scheme and frame count, compiled in this process through the
 package's compile API (XNNPACK, outputs depth and camera, calibrated schemes on --calib-data or the
@@ -20,7 +16,7 @@ the untrained model (random weights, same preset, eager) and a constant-depth pr
 ground-truth depth at every pixel; median scaling makes any constant the same, and it has no cameras).
 
 Columns (means over the scenes): `.pte` size, depth AbsRel and δ<1.25 against ground truth (prediction
-median-scaled per frame, `vggt_et.commands.compare.ground_truth_metrics`), camera AUC@30 over frame pairs
+median-scaled per frame, `vggt_et.outputs.scoring.ground_truth_metrics`), camera AUC@30 over frame pairs
 (relative poses; '-' where a row has no camera), the depth's relative L2 error against the fp32 program on
 the same scene, and compile seconds. Targets (issue 16): fp32 AbsRel <= 0.5x the untrained model's and below
 the constant's, AUC@30 above the untrained model's; int8 static AbsRel <= 1.05x fp32; w4-fisher closer to
@@ -42,13 +38,13 @@ from pathlib import Path
 import numpy as np
 
 from _common import machine
+from vggt_et.data.held_out import HELD_OUT_SEED, HeldOutScene, held_out_scenes
 from vggt_et.options import CALIBRATED_SCHEMES, QuantSettings, W4FisherFlags
 from vggt_et.utils.errors import UserError
 from vggt_et.utils.tables import format_table
 
 logger = logging.getLogger("vggt_et.benchmarks.quant_accuracy")  # shown as the CLI shows its progress
 
-HELD_OUT_SEED = 10**6  # scene i: synthetic_sample([HELD_OUT_SEED + i]); see the module docstring
 OUTPUTS = ("depth", "camera")
 
 
@@ -93,31 +89,6 @@ SCHEMES: dict[str, Scheme] = {
 REFERENCE = "fp32"  # the program the "rel. error vs fp32" column compares with; always run
 
 
-@dataclass(frozen=True)
-class HeldOutScene:
-    seed: int
-    images: np.ndarray  # [1, S, 3, H, W] float32 in [0, 1]
-    truth: dict[str, np.ndarray]  # depth [S, H, W], extrinsics [S, 3, 4], intrinsics [S, 3, 3]
-    path: str  # camera path kind
-
-
-def held_out_scenes(count: int, frames: int, height: int, width: int) -> list[HeldOutScene]:
-    from vggt_et.data.synthetic import SceneVariety, synthetic_sample
-
-    variety = SceneVariety(height=height, width=width)
-    scenes = []
-    for index in range(count):
-        seed = HELD_OUT_SEED + index
-        sample = synthetic_sample([seed], variety, n_views=frames)
-        truth = {
-            "depth": sample.depth.numpy(),
-            "extrinsics": sample.extrinsics.numpy(),
-            "intrinsics": sample.intrinsics.numpy(),
-        }
-        scenes.append(HeldOutScene(seed, sample.images.unsqueeze(0).numpy(), truth, sample.path))
-    return scenes
-
-
 Predict = Callable[[HeldOutScene], dict[str, np.ndarray]]  # one scene's outputs, named as a program's
 
 
@@ -137,7 +108,7 @@ def evaluate(
     """Runs `predict` on every scene; per-scene metrics and their means, and the depths it predicted."""
     from tqdm import tqdm
 
-    from vggt_et.commands.compare import ground_truth_metrics
+    from vggt_et.outputs.scoring import ground_truth_metrics
     from vggt_et.runtime.metrics import rel_l2
 
     per_scene, depths = [], []

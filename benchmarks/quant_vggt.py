@@ -18,8 +18,9 @@ import tempfile
 from pathlib import Path
 
 from _common import add_shape_args, machine, read_json, run_cli, time_interleaved
-from vggt_et.commands.compare import ground_truth_metrics, scene_inputs
+from vggt_et.commands.compare import scene_inputs
 from vggt_et.outputs.inference import program_info, run_program
+from vggt_et.outputs.scoring import ground_truth_metrics
 from vggt_et.runtime.metrics import rel_l2
 from vggt_et.runtime.program import PteProgram, set_threads
 from vggt_et.utils.files import write_json

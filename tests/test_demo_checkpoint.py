@@ -1,20 +1,23 @@
 """`vggt-et demo --checkpoint builtin:NAME`: the demo compiles, runs and compares the builtin's weights (with
 the registry pointed at a `tiny` checkpoint the test writes) and draws side_by_side.png, one row per frame.
-The default demo (random weights) is the README's first command, run in test_readme.py."""
+The default demo (the shipped trained model) is the README's first command, run in test_readme.py; which
+weights each flag combination picks is checked here without compiling."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
 
 import vggt_et
-from vggt_et.commands.demo import SIDE_BY_SIDE, run_demo
+from vggt_et.commands.demo import DEFAULT_CHECKPOINT, SIDE_BY_SIDE, demo_weights, run_demo
 from vggt_et.model import builtin
 from vggt_et.outputs.inference import program_info
 from vggt_et.outputs.visualize import side_by_side_size
+from vggt_et.utils.errors import UserError
 
 
 def test_demo_with_a_builtin_checkpoint(tmp_path, monkeypatch, capsys) -> None:
@@ -44,3 +47,25 @@ def test_demo_with_a_builtin_checkpoint(tmp_path, monkeypatch, capsys) -> None:
         assert picture.size[::-1] == side_by_side_size(info.frames, info.height, info.width)
     manifest = json.loads((out / ".vggt-et-outputs.json").read_text())
     assert SIDE_BY_SIDE in manifest["files"]
+
+
+@pytest.mark.parametrize(
+    ("preset", "checkpoint", "random_weights", "expected"),
+    [
+        (None, None, False, ("small", DEFAULT_CHECKPOINT)),  # the README's first command: the trained model
+        ("small", None, False, ("small", DEFAULT_CHECKPOINT)),  # a preset with a built-in checkpoint gets it
+        ("tiny", None, False, ("tiny", None)),  # none built in for tiny: seeded random weights
+        ("vggt-omega-tiny", None, False, ("vggt-omega-tiny", None)),
+        (None, None, True, ("tiny", None)),  # --random-weights alone: the old demo
+        ("small", None, True, ("small", None)),
+        (None, "w.safetensors", False, ("tiny", "w.safetensors")),  # a file names no preset
+        ("small", "w.safetensors", False, ("small", "w.safetensors")),
+    ],
+)
+def test_demo_picks_weights(preset, checkpoint, random_weights, expected) -> None:
+    assert demo_weights(preset, checkpoint, random_weights) == expected
+
+
+def test_demo_refuses_checkpoint_and_random_weights() -> None:
+    with pytest.raises(UserError, match="exclude each other"):
+        demo_weights(None, "w.safetensors", True)

@@ -54,3 +54,77 @@ def test_omega_quantized_programs_load_run_and_stay_close(quant, tmp_path) -> No
     result = compare(str(out), vggt_et.load_model(PRESET, random_weights=True))
     for name, metrics in result["outputs"].items():
         assert metrics["rel_l2"] <= 0.05, (name, metrics)
+
+
+def test_omega_rotation_leaves_fp32_outputs_unchanged() -> None:
+    """The residual rotation folds into VGGT-Ω's frame and inter-frame blocks (RoPE and the QK norms act on
+    q and k after qkv, the register-attention layers run the same blocks on fewer tokens) and its heads."""
+    import copy
+
+    import torch
+
+    from vggt_et.fgq.rotation import rotate_vggt
+    from vggt_et.quantizers.rotation import DelegableRotatedLayerNorm, StreamRotation
+
+    model = vggt_et.load_model(PRESET, random_weights=True).eval()
+    rotated = copy.deepcopy(model)
+    report = rotate_vggt(rotated)
+    images = torch.rand(1, 2, 3, SHAPE["height"], SHAPE["width"], generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        reference, output = model(images), rotated(images)
+    for key in ("depth", "depth_conf", "pose_enc"):
+        rel = float((output[key] - reference[key]).norm() / reference[key].norm())
+        assert rel <= 1e-5, (key, rel)
+    blocks = 2 * len(model.aggregator.frame_blocks)
+    assert len(report.norms_rewritten) == 2 * blocks + 1  # two per block and the dense head's
+    assert sum(isinstance(m, DelegableRotatedLayerNorm) for m in rotated.modules()) == 2 * blocks + 1
+    assert sum(isinstance(m, StreamRotation) for m in rotated.modules()) == 2  # DINOv3 entry, camera exit
+
+
+def test_omega_w4_fisher_fisher_file_and_program(tmp_path) -> None:
+    """`vggt-et fisher` on VGGT-Ω takes its tasks from the preset (camera, depth: no points); the
+    w4-fisher program built from that file is one delegate and stays close to eager."""
+    from click.testing import CliRunner
+
+    from vggt_et.cli import main
+    from vggt_et.options import W4FisherFlags
+    from vggt_et.quantizers.fisher import FisherStats
+
+    fisher = str(tmp_path / "fisher.pt")
+    shape_args = ["--frames", "2", "--height", str(SHAPE["height"]), "--width", str(SHAPE["width"])]
+    args = [
+        "fisher",
+        "--preset",
+        PRESET,
+        "--random-weights",
+        *shape_args,
+        "--calib-samples",
+        "1",
+        "-o",
+        fisher,
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    stats = FisherStats.load(fisher)
+    depth = len(vggt_et.load_model(PRESET, random_weights=True).aggregator.frame_blocks)
+    assert stats.task_names == ["camera", "depth"]
+    assert stats.block_names == [f"{kind}_{i}" for i in range(depth) for kind in ("frame", "inter_frame")]
+    assert bool((stats.raw.sum(dim=2) > 0).all())  # every task depends on every block
+
+    out = tmp_path / "omega_w4f.pte"
+    options = CompileOptions(
+        preset=PRESET,
+        random_weights=True,
+        quant="w4-fisher",
+        calib_samples=1,
+        outputs=("depth", "camera"),
+        output=str(out),
+        w4_fisher=W4FisherFlags(fisher=fisher),
+        **SHAPE,
+    )
+    report = compile_model(options, quiet=True)
+    assert report["delegate_segments"] == 1 and report["w4_fisher"]["notes"] == []
+    assert report["w4_fisher"]["fisher"]["tasks"] == ["depth", "camera"]
+    result = compare(str(out), vggt_et.load_model(PRESET, random_weights=True))
+    for name, metrics in result["outputs"].items():
+        assert metrics["rel_l2"] <= 0.05, (name, metrics)

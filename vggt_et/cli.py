@@ -273,7 +273,9 @@ def compile(**kw) -> None:  # noqa: A001 - the command's name
 @_model_options
 @_shape_options
 @click.option(
-    "--tasks", default="camera,depth,points", show_default=True, help="Comma list of camera, depth, points."
+    "--tasks",
+    default=None,
+    help="Comma list of camera, depth, points [default: every one the preset has; VGGT-Ω has no points].",
 )
 @click.option(
     "--calib-data", default=None, help="BlendedMVS-layout folder for calibration (default: synthetic scenes)."
@@ -444,20 +446,23 @@ def train(**kw) -> None:
     "--preset",
     type=click.Choice(["tiny", "small", "vggt-omega-tiny"]),
     default=None,
-    help="Model preset [default: the builtin checkpoint's, else tiny].",
+    help="Model preset [default: small with builtin:small-synthetic; a --checkpoint builtin:NAME's preset].",
 )
 @click.option(
     "--checkpoint",
     default=None,
-    help="Weights to compile: a file or builtin:NAME, e.g. builtin:small-synthetic [default: seeded random "
-    "weights].",
+    help="Weights to compile: a file or builtin:NAME [default: the preset's built-in checkpoint "
+    "(builtin:small-synthetic for small), else seeded random weights].",
 )
-def demo(out_dir: str, preset: str | None, checkpoint: str | None) -> None:
-    """End to end on embedded defaults: synthetic scene, tiny model, XNNPACK .pte, run, compare, and
-    side_by_side.png (input | ground-truth depth | predicted depth | error per frame)."""
+@click.option(
+    "--random-weights", is_flag=True, help="Seeded random weights even where a checkpoint is built in."
+)
+def demo(out_dir: str, preset: str | None, checkpoint: str | None, random_weights: bool) -> None:
+    """End to end on embedded defaults: synthetic scene, the shipped trained `small` model, XNNPACK .pte,
+    run, compare, and side_by_side.png (input | ground-truth depth | predicted depth | error per frame)."""
     from vggt_et.commands.demo import run_demo
 
-    run_demo(Path(out_dir), preset, checkpoint=checkpoint)
+    run_demo(Path(out_dir), preset, checkpoint=checkpoint, random_weights=random_weights)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from vggt_et.outputs.inference import ProgramInfo, program_info, run_program
+from vggt_et.outputs.scoring import ground_truth_metrics
 from vggt_et.utils.errors import UserError
 
 
@@ -48,25 +49,6 @@ def scene_inputs(info: ProgramInfo, calib_data: str | None, seed: int) -> tuple[
         }
     source = calib_data or "synthetic scene"
     return group.images.unsqueeze(0).numpy().astype(np.float32), truth, source
-
-
-def ground_truth_metrics(outputs: dict[str, np.ndarray], truth: dict) -> dict[str, float]:
-    """Depth AbsRel / δ<1.25 after per-frame median scale alignment (VGGT's depth has no metric scale);
-    with cameras, relative rotation / translation-direction errors and AUC@30 over frame pairs."""
-    from vggt_et.runtime.metrics import depth_errors, median_scale_aligned
-
-    metrics: dict[str, float] = {}
-    if "depth" in outputs:
-        pred = outputs["depth"][0, ..., 0]
-        metrics.update(depth_errors(median_scale_aligned(pred, truth["depth"]), truth["depth"]))
-    if "pose_enc" in outputs:
-        from vggt_et.outputs.geometry import pose_encoding_to_extri_intri
-        from vggt_et.runtime.metrics import camera_metrics
-
-        depth = truth["depth"]
-        extrinsics, _ = pose_encoding_to_extri_intri(outputs["pose_enc"][0], tuple(depth.shape[-2:]))
-        metrics.update(camera_metrics(np.asarray(extrinsics), truth["extrinsics"]))
-    return metrics
 
 
 def compare(

@@ -1,9 +1,12 @@
 """`vggt-et demo`: the whole pipeline on embedded defaults, with nothing to download.
 
-A `tiny` VGGT (or `vggt-omega-tiny`, `--preset`) with seeded random weights, or the weights of
-`--checkpoint` (a file or `builtin:NAME`, whose preset is then the default), is compiled to XNNPACK, run on
-a rendered synthetic scene, and compared with the eager model; `side_by_side.png` sets each frame's input,
-ground-truth depth, predicted depth and error side by side. Everything it makes lands in one folder.
+By default the shipped `small` VGGT trained on synthetic scenes (`builtin:small-synthetic`), so the depth
+maps, point cloud and side-by-side picture show the scene rather than the noise of random weights. Any
+other weights: `--checkpoint` (a file or `builtin:NAME`, whose preset is then the default), or a `--preset`
+with no built-in checkpoint (`tiny`, `vggt-omega-tiny`) or `--random-weights` for seeded random weights.
+The program is compiled to XNNPACK, run on a rendered synthetic scene, and compared with the eager model;
+`side_by_side.png` sets each frame's input, ground-truth depth, predicted depth and error side by side.
+Everything it makes lands in one folder.
 """
 
 from __future__ import annotations
@@ -15,12 +18,32 @@ import click
 SIDE_BY_SIDE = "side_by_side.png"
 
 
-def demo_preset(preset: str | None, checkpoint: str | None) -> str:
-    """--preset as given; else the preset of a `builtin:NAME` checkpoint; else `tiny`."""
-    from vggt_et.model.builtin import builtin_checkpoint
+DEFAULT_CHECKPOINT = "builtin:small-synthetic"  # the trained model the README's first command shows
 
-    entry = builtin_checkpoint(checkpoint) if checkpoint is not None and preset is None else None
-    return preset or (entry.preset if entry is not None else "tiny")
+
+def demo_weights(
+    preset: str | None, checkpoint: str | None, random_weights: bool = False
+) -> tuple[str, str | None]:
+    """The demo's (preset, checkpoint); checkpoint None means seeded random weights.
+
+    `--checkpoint` wins and names the preset when it is a `builtin:NAME` (else `--preset`, else `tiny`);
+    `--random-weights` gives random weights for `--preset` (default `tiny`); otherwise a preset with a
+    built-in checkpoint gets it (no `--preset` at all: `DEFAULT_CHECKPOINT`'s), and one without gets random
+    weights."""
+    from vggt_et.model.builtin import BUILTINS, builtin_checkpoint
+    from vggt_et.utils.errors import UserError
+
+    if checkpoint is not None:
+        if random_weights:
+            raise UserError("--checkpoint and --random-weights exclude each other; give one")
+        entry = builtin_checkpoint(checkpoint) if preset is None else None
+        return preset or (entry.preset if entry is not None else "tiny"), checkpoint
+    if random_weights:
+        return preset or "tiny", None
+    if preset is None:
+        return builtin_checkpoint(DEFAULT_CHECKPOINT).preset, DEFAULT_CHECKPOINT
+    shipped = [f"builtin:{e.name}" for e in BUILTINS.values() if e.preset == preset]
+    return preset, (shipped[0] if shipped else None)
 
 
 def run_demo(
@@ -30,9 +53,10 @@ def run_demo(
     height: int | None = None,
     width: int | None = None,
     checkpoint: str | None = None,
+    random_weights: bool = False,
 ) -> None:
     """`height`/`width` default to 5 × 7 patches of the preset (70×98 for VGGT, 80×112 for VGGT-Ω).
-    Without `checkpoint`, seeded random weights; `preset` defaults to `demo_preset`'s choice."""
+    The weights and preset are `demo_weights`' choice."""
     from vggt_et.commands.compare import compare
     from vggt_et.data.synthetic import write_synthetic_dataset
     from vggt_et.model.loading import check_model_source, load_model
@@ -51,7 +75,7 @@ def run_demo(
     from vggt_et.utils.files import write_json
     from vggt_et.utils.tables import format_table
 
-    preset = demo_preset(preset, checkpoint)
+    preset, checkpoint = demo_weights(preset, checkpoint, random_weights)
     config = get_preset(preset)
     height = height or 5 * config.patch_size
     width = width or 7 * config.patch_size

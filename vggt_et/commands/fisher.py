@@ -8,6 +8,7 @@ import math
 from vggt_et.fgq.rotation import rotate_vggt
 from vggt_et.fgq.tasks import (
     compute_vggt_fisher,
+    default_tasks,
     fisher_metadata,
     heatmap_path,
     parse_tasks,
@@ -31,7 +32,7 @@ def fisher_command(
     frames: int,
     height: int,
     width: int,
-    tasks: str,
+    tasks: str | None,
     calib_data: str | None,
     calib_samples: int,
     no_rotation: bool,
@@ -47,7 +48,7 @@ def fisher_command(
 
     config = get_preset(preset)
     shape = ProgramShape(frames, height, width, config.patch_size)
-    chosen = parse_tasks(tasks)
+    chosen = parse_tasks(tasks) if tasks else default_tasks(config.HEADS)
     check_model_source(preset, checkpoint, random_weights, task_heads(chosen))
     if not math.log2(config.embed_dim).is_integer() and not no_rotation:
         raise UserError(

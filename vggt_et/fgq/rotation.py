@@ -2,6 +2,10 @@
 
 The rotation itself is generic (`vggt_et.quantizers.rotation`); this module knows VGGT's aggregator blocks,
 its heads' norms and the two explicit rotations its weights cannot absorb, so fp32 outputs stay the same.
+VGGT-Ω has the same stream: its frame and inter-frame blocks are VGGT's pre-norm blocks (RoPE and the QK
+norms act after qkv, on q and k only, so they commute with a rotation of the stream), its DINOv3 backbone
+ends in a final norm as DINOv2 does, and its dense and camera heads read the [frame ‖ inter-frame] tokens
+through a norm as VGGT's do.
 """
 
 from __future__ import annotations
@@ -22,6 +26,12 @@ from vggt_et.utils.errors import UserError
 ROTATION_SEED = 0
 
 
+def cross_frame_blocks_name(aggregator: nn.Module) -> str:
+    """The attribute of the blocks that attend across frames: VGGT's `global_blocks`, VGGT-Ω's
+    `inter_frame_blocks`."""
+    return "global_blocks" if hasattr(aggregator, "global_blocks") else "inter_frame_blocks"
+
+
 def _heads(model: nn.Module) -> list[tuple[str, nn.Module]]:
     found = [(n, getattr(model, f"{n}_head", None)) for n in ("camera", "depth", "point", "track")]
     return [(n, h) for n, h in found if h is not None]
@@ -35,7 +45,7 @@ def vggt_rotation_spec(model: nn.Module) -> RotationSpec:
     and the camera head's exit are explicit matrices, added by :func:`rotate_vggt`.
     """
     aggregator = model.aggregator
-    blocks = [*aggregator.frame_blocks, *aggregator.global_blocks]
+    blocks = [*aggregator.frame_blocks, *getattr(aggregator, cross_frame_blocks_name(aggregator))]
     dim = aggregator.camera_token.shape[-1]
     writers: list[Any] = []
     norm_readers: list[Any] = []

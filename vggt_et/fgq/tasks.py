@@ -1,8 +1,10 @@
 """VGGT's side of the Fisher machinery: which blocks, which task outputs, and the statistics files.
 
 Why a module of its own: `vggt_et.quantizers` is model-agnostic. Here live the VGGT facts it needs: the
-aggregator's 2*depth blocks in forward order (frame_0, global_0, frame_1, ...) and the task outputs FGQ
-differentiates (the prediction of each output group: camera = pose_enc, depth, points = world_points).
+aggregator's 2*depth blocks in forward order (frame_0, global_0, frame_1, ... for VGGT; frame_0,
+inter_frame_0, ... for VGGT-Ω, whose register-attention layers run the same block on fewer tokens) and the
+task outputs FGQ differentiates (the prediction of each output group: camera = pose_enc, depth,
+points = world_points; VGGT-Ω has no points).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vggt_et.fgq.rotation import ROTATION_SEED
+from vggt_et.fgq.rotation import ROTATION_SEED, cross_frame_blocks_name
 from vggt_et.options import OUTPUT_GROUPS, ProgramShape, parse_outputs
 from vggt_et.quantizers.fisher import FisherStats, compute_block_fisher
 from vggt_et.utils.errors import UserError
@@ -34,13 +36,21 @@ def parse_tasks(text: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(t for t in ALL_TASKS if t in names)
 
 
+def default_tasks(heads: Sequence[str]) -> tuple[str, ...]:
+    """Every task whose head the model family has (VGGT: camera, depth, points; VGGT-Ω: camera, depth)."""
+    return tuple(t for t in ALL_TASKS if OUTPUT_GROUPS[t].head in heads)
+
+
 def aggregator_blocks(model: nn.Module) -> list[tuple[str, str]]:
-    """(label, module path) of every aggregator block in forward order: frame_0, global_0, frame_1, ..."""
+    """(label, module path) of every aggregator block in forward order: frame_0, global_0, frame_1, ...
+    (VGGT-Ω: frame_0, inter_frame_0, ...)."""
     depth = len(model.aggregator.frame_blocks)
+    cross = cross_frame_blocks_name(model.aggregator)
+    label = cross.removesuffix("_blocks")
     pairs = []
     for i in range(depth):
         pairs.append((f"frame_{i}", f"aggregator.frame_blocks.{i}"))
-        pairs.append((f"global_{i}", f"aggregator.global_blocks.{i}"))
+        pairs.append((f"{label}_{i}", f"aggregator.{cross}.{i}"))
     return pairs
 
 

@@ -85,14 +85,6 @@ def validate_w4_fisher(
 ) -> W4FisherSettings:
     """All w4-fisher user errors up front, including a --fisher file made for another model or shape."""
     settings = settings_from_options(options, group_size)
-    from vggt_et.model.omega_config import VGGTOmegaConfig
-    from vggt_et.model.presets import get_preset
-
-    if options.quant == "w4-fisher" and isinstance(get_preset(options.preset), VGGTOmegaConfig):
-        raise UserError(
-            "--quant w4-fisher is not available for VGGT-Ω presets yet (its Fisher tasks and rotation cover "
-            "VGGT's block layout); use --quant w4"
-        )
     if options.quant == "w4-fisher" and settings.fisher_path:
         load_matching_fisher(settings.fisher_path, options.preset, shape, tasks, rotated=settings.rotation)
     return settings
