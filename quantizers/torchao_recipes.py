@@ -38,6 +38,11 @@ class TorchaoOutcome:
     notes: list[str] = field(default_factory=list)
 
 
+# XNNPACK takes a 4-bit per-channel weight as one block of all its inputs, and 4-bit blocks must be multiples
+# of 32 inputs (ExecuTorch 1.5.1 refuses others while lowering): such a layer stays float.
+XNNPACK_INT4_BLOCK = 32
+
+
 def intx_config(group_size: int, weight_bits: int = 4):
     """The torchao config: symmetric int-``weight_bits`` weights per group (``group_size=0``: per channel)."""
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig
@@ -126,6 +131,13 @@ def quantize_linears_8da4w(
             if groups and tensor.shape[1] % groups:
                 kept.append(path)
                 notes.append(f"{path}: {tensor.shape[1]} inputs not divisible by group {groups}; float")
+                continue
+            if bits == 4 and not groups and tensor.shape[1] % XNNPACK_INT4_BLOCK:
+                kept.append(path)
+                notes.append(
+                    f"{path}: 4-bit per channel needs inputs in multiples of {XNNPACK_INT4_BLOCK} for "
+                    f"XNNPACK, it has {tensor.shape[1]}; float"
+                )
                 continue
             if (groups, bits) not in configs:
                 configs[(groups, bits)] = intx_config(groups, bits)

@@ -381,3 +381,30 @@ def test_w4_conv_output_read_by_relu_and_skip_loads_and_runs():
     _, output, _ = _lower_and_run(result.program, images[1])
     with torch.no_grad():
         assert _rel_l2(output, model(images[1])) < 0.1
+
+
+class OddInputs(nn.Module):
+    """A linear with 9 inputs (as VGGT's camera head embeds its 9-number pose encoding) before wider ones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(9, 64)
+        self.body = nn.Linear(64, 64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(F.gelu(self.embed(x)))
+
+
+def test_w4_per_channel_keeps_layers_xnnpack_cannot_block_float():
+    """Per-channel int4 (group_size 0) on a 9-input linear used to stop the lowering ("group_size to be a
+    multiple of 32, but got 9"); such a layer now stays float, said in a note, and the program runs."""
+    torch.manual_seed(0)
+    model = OddInputs().eval()
+    x = torch.randn(4, 9)
+    program = torch.export.export(model, (x,))
+    result = quantize_program(program, "xnnpack-8da4w", progress=False, group_size=0)
+    assert result.quantized_layers == ["body"] and result.float_layers == ["embed"]
+    assert any("embed: 4-bit per channel" in note for note in result.notes), result.notes
+    _, output, _ = _lower_and_run(result.program, x)
+    with torch.no_grad():
+        assert _rel_l2(output, model(x)) < 0.25
