@@ -296,7 +296,10 @@ class StreamRotation(nn.Module):
         self.register_buffer("matrix", matrix.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.matrix.T
+        # One 2-D matmul over all leading dims: `x @ M.T` on a 3-D or 4-D x exports as expand + bmm, and
+        # XNNPACK leaves the expand outside its delegate (a second segment). Not a linear: the W4 recipes
+        # quantize linears, and the rotation must stay exact.
+        return (x.reshape(-1, x.shape[-1]) @ self.matrix.T).reshape(x.shape)
 
 
 def _norm_width(name: str, norm: nn.Module) -> int:
