@@ -175,3 +175,26 @@ def runner_baseline(runner: Path, out: Path) -> int:
     argv += ["--warmup", "0", "--json", str(out / "baseline.json")]
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
     return json.loads((out / "baseline.json").read_text())["peak_rss_bytes"] - pte.stat().st_size
+
+
+def add_runner_args(parser: argparse.ArgumentParser, *, rounds: int, out: str) -> None:
+    """The options of a benchmark that compiles programs and times them with the host runner in turns."""
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=rounds, help="Measured runs per program, interleaved.")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="Seconds per runner run.")
+    parser.add_argument("--lock", default="/tmp/vggt-heavy.lock", help="flock file ('' for none).")
+    parser.add_argument("--out", default=out)
+    parser.add_argument("--resume", action="store_true", help="Reuse programs and rows already in --out.")
+    parser.add_argument("--keep-pte", action="store_true", help="Keep the programs (GiBs each).")
+
+
+def start_runner_benchmark(args: argparse.Namespace) -> tuple[Path, Path, int, list[dict]]:
+    """(output folder, host runner, the runner's own baseline bytes, rows kept from --resume)."""
+    from vggt_et.runtime.runner_build import build_runner
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runner = build_runner("host")
+    rows_path = out / "rows.json"
+    rows = json.loads(rows_path.read_text()) if args.resume and rows_path.is_file() else []
+    return out, runner, runner_baseline(runner, out), rows

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import compile_random, machine, run_runner_interleaved, runner_baseline
+from _common import add_runner_args, compile_random, machine, run_runner_interleaved, start_runner_benchmark
 from vggt_et.utils.tables import format_table
 
 MIB = 2**20
@@ -154,25 +154,13 @@ def main() -> None:
     )
     parser.add_argument("--quant", default="fp32,w4")
     parser.add_argument("--forms", default="none,64MiB", help="Attention budgets; 'none' is today's form.")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--calib-samples", type=int, default=1, help="Calibration groups of quantized programs (cost only)."
     )
-    parser.add_argument("--rounds", type=int, default=3, help="Measured runs per program, interleaved.")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="Seconds per runner run.")
-    parser.add_argument("--lock", default="/tmp/vggt-heavy.lock", help="flock file ('' for none).")
-    parser.add_argument("--out", default="frames_scaling_out")
-    parser.add_argument("--resume", action="store_true", help="Reuse programs and rows already in --out.")
-    parser.add_argument("--keep-pte", action="store_true", help="Keep the programs (GiBs each).")
+    add_runner_args(parser, rounds=3, out="frames_scaling_out")
     args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    from vggt_et.runtime.runner_build import build_runner
-
-    runner = build_runner("host")
-    baseline = runner_baseline(runner, out)
+    out, runner, baseline, rows = start_runner_benchmark(args)
     rows_path = out / "rows.json"
-    rows = json.loads(rows_path.read_text()) if args.resume and rows_path.is_file() else []
     done = {(r["quant"], r["form"], r["frames"]) for r in rows}
     title = f"{args.preset} depth {args.height}x{args.width}, XNNPACK, C++ host runner, {args.threads} threads; {machine()}"
     print(f"# {title}\n# runner baseline {baseline / MIB:.0f} MiB", flush=True)

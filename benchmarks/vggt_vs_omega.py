@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import compile_random, machine, run_runner_interleaved, runner_baseline
+from _common import add_runner_args, compile_random, machine, run_runner_interleaved, start_runner_benchmark
 from vggt_et.utils.tables import format_table
 
 MIB = 2**20
@@ -98,22 +98,10 @@ def main() -> None:
     parser.add_argument("--omega-size", type=int, default=512, help="square input side (patch 16)")
     parser.add_argument("--frames", type=int, default=2)
     parser.add_argument("--quant", default="fp32,int8,w4")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=2, help="Measured runs per program, interleaved.")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="Seconds per runner run.")
-    parser.add_argument("--lock", default="/tmp/vggt-heavy.lock", help="flock file ('' for none).")
-    parser.add_argument("--out", default="vggt_vs_omega_out")
-    parser.add_argument("--resume", action="store_true", help="Reuse programs and rows already in --out.")
-    parser.add_argument("--keep-pte", action="store_true", help="Keep the programs (GiBs each).")
+    add_runner_args(parser, rounds=2, out="vggt_vs_omega_out")
     args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    from vggt_et.runtime.runner_build import build_runner
-
-    runner = build_runner("host")
-    baseline = runner_baseline(runner, out)
+    out, runner, baseline, rows = start_runner_benchmark(args)
     rows_path = out / "rows.json"
-    rows = json.loads(rows_path.read_text()) if args.resume and rows_path.is_file() else []
     models = {args.vggt: args.vggt_size, args.omega: args.omega_size}
     title = (
         f"{args.vggt} at {args.frames}x{args.vggt_size}² vs {args.omega} at {args.frames}x{args.omega_size}², "
