@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vggt_et.options import CALIBRATED_SCHEMES
+
 # The toy models (toy_runtime, toy_outliers) live with the tests; the benchmarks that use them import them
 # from there after importing this module.
 TESTS = Path(__file__).resolve().parents[1] / "tests"
@@ -114,7 +116,7 @@ def compile_random(
     if not (reuse and pte.is_file() and report.is_file()):
         argv = [sys.executable, "-m", "vggt_et.cli", "compile", "--preset", preset, "--random-weights"]
         argv += [*shape_args, *extra_args, "--quant", quant]
-        if quant in ("int8", "w4", "w4-fisher"):
+        if quant in CALIBRATED_SCHEMES:
             argv += ["--calib-samples", str(calib_samples)]
         argv += ["-o", str(pte), "--report", str(report)]
         print("$ " + " ".join(argv), file=sys.stderr, flush=True)
