@@ -197,7 +197,7 @@ def test_omega_has_no_point_head() -> None:
     [
         (["--height", "42"], "not a positive multiple of 16"),
         (["--height", "32", "--outputs", "depth,points"], "has no points output; choose from depth, camera"),
-        (["--height", "32", "--quant", "w4-fisher"], "not available for VGGT-Ω presets yet"),
+        (["--height", "32", "--quant", "w4-fisher", "--w4-budget", "1.5"], "--w4-budget is the share"),
     ],
 )
 def test_omega_compile_bad_input_is_one_line_and_exit_2(args, message, tmp_path) -> None:
