@@ -31,7 +31,6 @@ import logging
 import shlex
 import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import numpy as np
 from _common import machine
 from vggt_et.data.held_out import HELD_OUT_SEED, HeldOutScene, held_out_scenes
 from vggt_et.options import CALIBRATED_SCHEMES, QuantSettings, W4FisherFlags
+from vggt_et.outputs.scoring import Predict, score_scenes
 from vggt_et.utils.errors import UserError
 from vggt_et.utils.tables import format_table
 
@@ -89,39 +89,11 @@ SCHEMES: dict[str, Scheme] = {
 REFERENCE = "fp32"  # the program the "rel. error vs fp32" column compares with; always run
 
 
-Predict = Callable[[HeldOutScene], dict[str, np.ndarray]]  # one scene's outputs, named as a program's
-
-
 def constant_depth(scene: HeldOutScene) -> dict[str, np.ndarray]:
     """The floor: the median ground-truth depth at every pixel of every frame, no cameras."""
     depth = scene.truth["depth"]
     value = float(np.median(depth[depth > 0])) if (depth > 0).any() else 1.0
     return {"depth": np.full((1, *depth.shape, 1), value, dtype=np.float32)}
-
-
-def evaluate(
-    name: str,
-    predict: Predict,
-    scenes: list[HeldOutScene],
-    reference: list[np.ndarray] | None,
-) -> tuple[dict, list[np.ndarray]]:
-    """Runs `predict` on every scene; per-scene metrics and their means, and the depths it predicted."""
-    from tqdm import tqdm
-
-    from vggt_et.outputs.scoring import ground_truth_metrics
-    from vggt_et.runtime.metrics import rel_l2
-
-    per_scene, depths = [], []
-    for index, scene in enumerate(tqdm(scenes, desc=name, unit="scene", leave=False, file=sys.stderr)):
-        outputs = predict(scene)
-        metrics = {"seed": scene.seed, "path": scene.path, **ground_truth_metrics(outputs, scene.truth)}
-        if reference is not None:
-            metrics["depth_rel_l2_vs_fp32"] = rel_l2(outputs["depth"], reference[index])
-        per_scene.append(metrics)
-        depths.append(outputs["depth"])
-    keys = [k for k in per_scene[0] if k not in ("seed", "path")]
-    means = {k: float(np.mean([m[k] for m in per_scene])) for k in keys}
-    return {**means, "per_scene": per_scene}, depths
 
 
 def compile_options(args: argparse.Namespace, scheme: Scheme, frames: int, output: Path):
@@ -197,7 +169,7 @@ def run_schemes(args: argparse.Namespace, names: list[str], frames: int, work: P
         predict, pte = predictor(args, name, frames, work, row)
         logger.info("S=%d %s: %d scenes", frames, name, len(scenes))
         compared = None if SCHEMES[name].kind == "constant" or name == REFERENCE else reference
-        metrics, depths = evaluate(f"S={frames} {name}", predict, scenes, compared)
+        metrics, depths = score_scenes(f"S={frames} {name}", predict, scenes, compared)
         row.update(metrics)
         if name == REFERENCE:
             reference = depths

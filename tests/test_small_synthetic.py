@@ -5,7 +5,6 @@ constant depth), measured by benchmarks/quant_accuracy.py; see the model card be
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -17,7 +16,7 @@ from vggt_et.model.builtin import BUILTINS
 from vggt_et.model.loading import configure, default_heads, model_from_config
 from vggt_et.options import heads_for, output_names
 from vggt_et.outputs.inference import ProgramInfo
-from vggt_et.outputs.scoring import ground_truth_metrics
+from vggt_et.outputs.scoring import score_scenes
 
 ENTRY = BUILTINS["small-synthetic"]
 SCENES = 2
@@ -52,11 +51,9 @@ def _scores(model: torch.nn.Module) -> dict[str, float]:
     info = ProgramInfo(
         "small", "eager", "fp32", (1, FRAMES, 3, height, width), tuple(output_names(("depth", "camera")))
     )
-    per_scene = [
-        ground_truth_metrics(eager_outputs(model, info, scene.images), scene.truth)
-        for scene in held_out_scenes(SCENES, FRAMES, height, width)
-    ]
-    return {"abs_rel": float(np.mean([m["abs_rel"] for m in per_scene]))}
+    scenes = held_out_scenes(SCENES, FRAMES, height, width)
+    means, _ = score_scenes("held-out", lambda scene: eager_outputs(model, info, scene.images), scenes)
+    return means
 
 
 def test_trained_model_predicts_geometry_on_held_out_scenes(trained) -> None:

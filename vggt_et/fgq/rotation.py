@@ -26,12 +26,6 @@ from vggt_et.utils.errors import UserError
 ROTATION_SEED = 0
 
 
-def cross_frame_blocks_name(aggregator: nn.Module) -> str:
-    """The attribute of the blocks that attend across frames: VGGT's `global_blocks`, VGGT-Ω's
-    `inter_frame_blocks`."""
-    return "global_blocks" if hasattr(aggregator, "global_blocks") else "inter_frame_blocks"
-
-
 def _heads(model: nn.Module) -> list[tuple[str, nn.Module]]:
     found = [(n, getattr(model, f"{n}_head", None)) for n in ("camera", "depth", "point", "track")]
     return [(n, h) for n, h in found if h is not None]
@@ -45,7 +39,7 @@ def vggt_rotation_spec(model: nn.Module) -> RotationSpec:
     and the camera head's exit are explicit matrices, added by :func:`rotate_vggt`.
     """
     aggregator = model.aggregator
-    blocks = [*aggregator.frame_blocks, *getattr(aggregator, cross_frame_blocks_name(aggregator))]
+    blocks = [*aggregator.frame_blocks, *getattr(aggregator, aggregator.cross_frame_attr)]
     dim = aggregator.camera_token.shape[-1]
     writers: list[Any] = []
     norm_readers: list[Any] = []

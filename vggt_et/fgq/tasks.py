@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vggt_et.fgq.rotation import ROTATION_SEED, cross_frame_blocks_name
+from vggt_et.fgq.rotation import ROTATION_SEED
 from vggt_et.options import OUTPUT_GROUPS, ProgramShape, parse_outputs
 from vggt_et.quantizers.fisher import FisherStats, compute_block_fisher
 from vggt_et.utils.errors import UserError
@@ -45,7 +45,7 @@ def aggregator_blocks(model: nn.Module) -> list[tuple[str, str]]:
     """(label, module path) of every aggregator block in forward order: frame_0, global_0, frame_1, ...
     (VGGT-Ω: frame_0, inter_frame_0, ...)."""
     depth = len(model.aggregator.frame_blocks)
-    cross = cross_frame_blocks_name(model.aggregator)
+    cross = model.aggregator.cross_frame_attr
     label = cross.removesuffix("_blocks")
     pairs = []
     for i in range(depth):

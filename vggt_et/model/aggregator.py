@@ -42,6 +42,9 @@ class ImageNormalization(nn.Module):
 
 
 class Aggregator(ImageNormalization):
+    #: The attribute holding the blocks that attend across frames (read by fgq's labels and rotation).
+    cross_frame_attr = "global_blocks"
+
     def __init__(self, config: VGGTConfig) -> None:
         super().__init__()
         c = config

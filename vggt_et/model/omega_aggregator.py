@@ -23,6 +23,9 @@ def register_attention(block: nn.Module, tokens: torch.Tensor, prefix: int) -> t
 
 
 class OmegaAggregator(ImageNormalization):
+    #: The attribute holding the blocks that attend across frames (read by fgq's labels and rotation).
+    cross_frame_attr = "inter_frame_blocks"
+
     def __init__(self, config: VGGTOmegaConfig) -> None:
         super().__init__()
         c = config

@@ -6,7 +6,16 @@ guard all quote, so they agree by construction.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from vggt_et.data.held_out import HeldOutScene
+
+Predict = Callable[["HeldOutScene"], dict[str, np.ndarray]]  # one scene's outputs, named as a program's
 
 
 def ground_truth_metrics(outputs: dict[str, np.ndarray], truth: dict) -> dict[str, float]:
@@ -26,3 +35,28 @@ def ground_truth_metrics(outputs: dict[str, np.ndarray], truth: dict) -> dict[st
         extrinsics, _ = pose_encoding_to_extri_intri(outputs["pose_enc"][0], tuple(depth.shape[-2:]))
         metrics.update(camera_metrics(np.asarray(extrinsics), truth["extrinsics"]))
     return metrics
+
+
+def score_scenes(
+    name: str,
+    predict: Predict,
+    scenes: Sequence[HeldOutScene],
+    reference: Sequence[np.ndarray] | None = None,
+) -> tuple[dict, list[np.ndarray]]:
+    """Runs `predict` on every scene: the means of the per-scene metrics (plus ``per_scene``), and the
+    depths it predicted; with `reference` depths (one per scene), also each depth's rel. L2 to it."""
+    from tqdm import tqdm
+
+    from vggt_et.runtime.metrics import rel_l2
+
+    per_scene, depths = [], []
+    for index, scene in enumerate(tqdm(scenes, desc=name, unit="scene", leave=False, file=sys.stderr)):
+        outputs = predict(scene)
+        metrics = {"seed": scene.seed, "path": scene.path, **ground_truth_metrics(outputs, scene.truth)}
+        if reference is not None:
+            metrics["depth_rel_l2_vs_fp32"] = rel_l2(outputs["depth"], reference[index])
+        per_scene.append(metrics)
+        depths.append(outputs["depth"])
+    keys = [k for k in per_scene[0] if k not in ("seed", "path")]
+    means = {k: float(np.mean([m[k] for m in per_scene])) for k in keys}
+    return {**means, "per_scene": per_scene}, depths
