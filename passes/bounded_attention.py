@@ -23,7 +23,16 @@ import torch
 from torch.export import ExportedProgram
 from torch.fx import Node
 
-from .graph_utils import PassError, add_constant, const_kind_of, constant_value, emit, finalize, static_shape
+from .graph_utils import (
+    EmitOnce,
+    PassError,
+    add_constant,
+    const_kind_of,
+    constant_value,
+    emit,
+    finalize,
+    static_shape,
+)
 from .sdpa import SDPA_OPS, _arg
 
 logger = logging.getLogger(__name__)
@@ -102,8 +111,11 @@ def _score_bytes(q_shape: list[int], m: int, dtype: torch.dtype) -> int:
     return math.prod(q_shape[:-1]) * m * dtype.itemsize
 
 
-def _slice(ep: ExportedProgram, like: Node, x: Node, cuts: dict[int, tuple[int, int]]) -> Node:
-    """x sliced to `cuts` {dim: (start, end)}; a constant is sliced now and stored (reused when equal)."""
+def _slice(
+    ep: ExportedProgram, once: EmitOnce, like: Node, x: Node, cuts: dict[int, tuple[int, int]]
+) -> Node:
+    """x sliced to `cuts` {dim: (start, end)}, outer dims first so that blocks of one head group share their
+    first slice; a constant is sliced now and stored (reused when equal)."""
     shape = static_shape(x)
     cuts = {d: r for d, r in cuts.items() if r != (0, shape[d]) and shape[d] != 1}
     if not cuts:
@@ -115,7 +127,7 @@ def _slice(ep: ExportedProgram, like: Node, x: Node, cuts: dict[int, tuple[int, 
             value = value.narrow(d, start, end - start)
         return add_constant(ep, value, "_attention_block_mask")
     for d, (start, end) in sorted(cuts.items()):
-        x = emit(ep.graph, aten.slice.Tensor, (x, d, start, end), like=like)
+        x = once(aten.slice.Tensor, (x, d, start, end), like=like)
     return x
 
 
@@ -128,22 +140,20 @@ def _rewrite(ep: ExportedProgram, node: Node, plan: BlockPlan, q, k, v, mask, sc
     graph = ep.graph
     rank = len(plan.ranges) + 1  # lead dims + rows + head dim
     mask_rank = 0 if mask is None else mask.meta["val"].dim()
-    kv_blocks: dict[tuple, tuple[Node, Node]] = {}
+    once = EmitOnce(graph)
 
     def join(level: int, chosen: tuple[tuple[int, int], ...]) -> Node:
         if level == len(plan.ranges):
             lead_cuts = {d: r for d, r in enumerate(chosen[:-1])}
             row_cut = chosen[-1]
-            qb = _slice(ep, node, q, {**lead_cuts, rank - 2: row_cut})
-            key = tuple(chosen[:-1])
-            if key not in kv_blocks:  # one k, v slice per head group, shared by its row blocks
-                kv_blocks[key] = (_slice(ep, node, k, lead_cuts), _slice(ep, node, v, lead_cuts))
-            kb, vb = kv_blocks[key]
+            qb = _slice(ep, once, node, q, {**lead_cuts, rank - 2: row_cut})
+            # one k, v slice per head group, shared by its row blocks
+            kb, vb = _slice(ep, once, node, k, lead_cuts), _slice(ep, once, node, v, lead_cuts)
             mb = None
             if mask is not None:
                 shift = rank - mask_rank  # mask dims align with the scores' from the right
                 cuts = {d - shift: r for d, r in enumerate(chosen) if d - shift >= 0}
-                mb = _slice(ep, node, mask, cuts)
+                mb = _slice(ep, once, node, mask, cuts)
             args = (qb, kb, vb) if mb is None else (qb, kb, vb, mb)
             return emit(graph, aten.scaled_dot_product_attention.default, args, {"scale": scale}, like=node)
         parts = [join(level + 1, (*chosen, r)) for r in plan.ranges[level]]
@@ -191,7 +201,23 @@ def bound_attention(
                 if mask is not None:
                     raise PassError(f"{node.name}: SDPA with both attn_mask and is_causal")
                 mask = _causal_mask(ep, qs[-2], m)
-            out = _rewrite(ep, node, plan, q, k, v, mask, scale)
+            # q scaled once, before slicing (the same products): the blocks then carry scale 1, which
+            # decompose_sdpa writes without a multiply.
+            q = emit(graph, aten.mul.Tensor, (q, scale), like=node)
+            lead = qs[:-2]
+            if len(lead) > 1 and (mask is None or mask.meta["val"].dim() <= 2):
+                # Batch and heads flattened first ([G, N, D], as decompose_sdpa writes attention anyway):
+                # one reshape per input instead of one per block, and blocks are slices of one dim.
+                g = math.prod(lead)
+                flat = [
+                    emit(graph, aten.reshape.default, (x, [g, *static_shape(x)[-2:]]), like=node)
+                    for x in (q, k, v)
+                ]
+                plan = plan_blocks([g], qs[-2], m, dtype.itemsize, budget)
+                out = _rewrite(ep, node, plan, *flat, mask, 1.0)
+                out = emit(graph, aten.reshape.default, (out, [*lead, qs[-2], vs[-1]]), like=node)
+            else:
+                out = _rewrite(ep, node, plan, q, k, v, mask, 1.0)
         node.replace_all_uses_with(out)
         graph.erase_node(node)
         count += 1

@@ -135,6 +135,35 @@ def emit(
     return node
 
 
+class EmitOnce:
+    """`emit`, but an op on the same arguments is emitted once and reused (a pass's own common-subexpression
+    elimination): the blocks of a bounded attention share their k, v slices, and need one kᵀ per slice, not
+    one per block. The first emission's insertion point must precede every later use, which holds for a pass
+    that walks the graph in order and inserts before the node it rewrites."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.emitted: dict[tuple, Node] = {}
+
+    def __call__(
+        self, target: Any, args: tuple, kwargs: dict | None = None, like: Node | None = None
+    ) -> Node:
+        key = (target, _hashable(args), _hashable(kwargs or {}))
+        node = self.emitted.get(key)
+        if node is None or node.graph is not self.graph:
+            node = self.emitted[key] = emit(self.graph, target, args, kwargs, like=like)
+        return node
+
+
+def _hashable(value: Any) -> Any:
+    """Arguments as a hashable key: nodes by identity, containers recursively."""
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, *(_hashable(v) for v in value))
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
+
+
 def static_shape(node: Node) -> list[int] | None:
     """The node's shape as ints, or None when any dimension is symbolic (dynamic shapes are left alone)."""
     v = node.meta.get("val")

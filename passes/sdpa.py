@@ -21,6 +21,7 @@ from torch.export import ExportedProgram
 from torch.fx import Node
 
 from .graph_utils import (
+    EmitOnce,
     PassError,
     add_constant,
     const_kind_of,
@@ -71,17 +72,30 @@ def _additive_mask(ep: ExportedProgram, node: Node, mask, n: int, m: int, dtype:
 
 
 def _attend(
-    ep: ExportedProgram, node: Node, q: Node, k: Node, v: Node, scale: float, mask: Node | None
+    ep: ExportedProgram,
+    node: Node,
+    q: Node,
+    k: Node,
+    v: Node,
+    scale: float,
+    mask: Node | None,
+    once: EmitOnce,
 ) -> Node:
-    """bmm attention on 3-D q [G, N, D], k [G, M, D], v [G, M, Dv] → [G, N, Dv]."""
+    """bmm attention on 3-D q [G, N, D], k [G, M, D], v [G, M, Dv] → [G, N, Dv]. A scale of 1 (bounded
+    attention pre-scales q) emits no multiply; kᵀ is emitted once per k (the blocks of one attention share it)."""
     g = ep.graph
-    qs = emit(g, aten.mul.Tensor, (q, scale), like=node)
-    kt = emit(g, aten.transpose.int, (k, 1, 2), like=node)
+    qs = q if scale == 1.0 else emit(g, aten.mul.Tensor, (q, scale), like=node)
+    kt = once(aten.transpose.int, (k, 1, 2), like=node)
     scores = emit(g, aten.bmm.default, (qs, kt), like=node)
     if mask is not None:
         scores = emit(g, aten.add.Tensor, (scores, mask), like=node)
     attn = emit(g, aten._softmax.default, (scores, -1, False), like=node)
     return emit(g, aten.bmm.default, (attn, v), like=node)
+
+
+def _reshaped(once: EmitOnce, like: Node, x: Node, shape: list[int]) -> Node:
+    """x as `shape`: no node when it has that shape already (bounded attention's blocks come in 3-D)."""
+    return x if static_shape(x) == shape else once(aten.reshape.default, (x, shape), like=like)
 
 
 def _skip(node: Node, why: str) -> None:
@@ -93,6 +107,7 @@ def decompose_sdpa(ep: ExportedProgram, split_heads: bool = False) -> tuple[Expo
     """Replace every SDPA with bmm/softmax (per head with `split_heads`). Returns (program, rewrites)."""
     graph = ep.graph
     count = 0
+    once = EmitOnce(graph)
     for node in [n for n in graph.nodes if n.op == "call_function" and n.target in SDPA_OPS]:
         q, k, v = node.args[:3]
         mask = _arg(node, 3, "attn_mask", None)
@@ -124,21 +139,21 @@ def decompose_sdpa(ep: ExportedProgram, split_heads: bool = False) -> tuple[Expo
                 full = emit(graph, aten.expand.default, (add_mask, [*lead, n, m]), like=node)
                 add_mask = emit(graph, aten.reshape.default, (full, [prod(lead), n, m]), like=node)
             if split_heads and len(lead) == 2 and lead[1] > 1:
-                out = _per_head(ep, node, q, k, v, lead, n, m, d, dv, scale, add_mask)
+                out = _per_head(ep, node, q, k, v, lead, n, m, d, dv, scale, add_mask, once)
             else:
                 g3 = [prod(lead)]
-                q3 = emit(graph, aten.reshape.default, (q, g3 + [n, d]), like=node)
-                k3 = emit(graph, aten.reshape.default, (k, g3 + [m, d]), like=node)
-                v3 = emit(graph, aten.reshape.default, (v, g3 + [m, dv]), like=node)
-                o3 = _attend(ep, node, q3, k3, v3, scale, add_mask)
-                out = emit(graph, aten.reshape.default, (o3, [*lead, n, dv]), like=node)
+                q3 = _reshaped(once, node, q, g3 + [n, d])
+                k3 = _reshaped(once, node, k, g3 + [m, d])
+                v3 = _reshaped(once, node, v, g3 + [m, dv])
+                o3 = _attend(ep, node, q3, k3, v3, scale, add_mask, once)
+                out = _reshaped(once, node, o3, [*lead, n, dv])
         node.replace_all_uses_with(out)
         graph.erase_node(node)
         count += 1
     return done(ep, count)
 
 
-def _per_head(ep, node, q, k, v, lead, n, m, d, dv, scale, add_mask) -> Node:
+def _per_head(ep, node, q, k, v, lead, n, m, d, dv, scale, add_mask, once: EmitOnce) -> Node:
     """One attention per head of [B, H, N, D] inputs, each on [B, N, D] slices, re-joined on dim 1."""
     g = ep.graph
     b, heads = lead
@@ -154,6 +169,6 @@ def _per_head(ep, node, q, k, v, lead, n, m, d, dv, scale, add_mask) -> Node:
             # [B*H, N, M] mask from the broadcast above: rows h, h+H, ... belong to head h.
             full = emit(g, aten.reshape.default, (add_mask, [b, heads, n, m]), like=node)
             mask_h = head(full, n, m)
-        o = _attend(ep, node, head(q, n, d), head(k, m, d), head(v, m, dv), scale, mask_h)
+        o = _attend(ep, node, head(q, n, d), head(k, m, d), head(v, m, dv), scale, mask_h, once)
         outs.append(emit(g, aten.reshape.default, (o, [b, 1, n, dv]), like=node))
     return emit(g, aten.cat.default, (outs, 1), like=node)

@@ -61,6 +61,24 @@ def test_runtime_mask_is_sliced_per_block():
     assert rel_l2(out.module()(*args), InputMask()(*args)) <= 1e-5
 
 
+def test_blocks_share_their_inputs_work():
+    """Per block only what differs: a q row slice, two bmm and a softmax. q is scaled once, k and v sliced and
+    transposed once per batch-head entry, batch and heads flattened once (before, each of the 32 blocks
+    carried its own multiply, kᵀ and reshapes: lowering time grows with the node count)."""
+    b, heads, n = 2, 4, 16
+    args = sdpa_inputs(b=b, heads=heads, n=n)
+    ep = export_toy(SdpaVariants("scale").eval(), args)
+    out, _ = bounded(ep, 4 * n * 4)  # 4 score rows per block: 4 row blocks per batch-head entry
+    targets = [node.target for node in out.graph.nodes if node.op == "call_function"]
+    blocks, groups = targets.count(aten._softmax.default), b * heads
+    assert blocks == groups * 4
+    assert targets.count(aten.mul.Tensor) == 1
+    assert targets.count(aten.transpose.int) + targets.count(aten.permute.default) <= groups
+    assert targets.count(aten.reshape.default) + targets.count(aten.view.default) <= 4
+    assert targets.count(aten.slice.Tensor) <= blocks + 3 * groups
+    assert rel_l2(out.module()(*args), SdpaVariants("scale").eval()(*args)) <= 1e-5
+
+
 def test_budget_none_and_large_budget_leave_attention_whole():
     ep = export_toy(SdpaVariants("plain").eval(), sdpa_inputs())
     assert P.bound_attention(copy_program(ep), None)[1] == 0
