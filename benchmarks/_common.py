@@ -9,12 +9,16 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from vggt_et.options import CALIBRATED_SCHEMES
+
+K = TypeVar("K")
 
 # The toy models (toy_runtime, toy_outliers) live with the tests; the benchmarks that use them import them
 # from there after importing this module.
@@ -190,13 +194,49 @@ def add_runner_args(parser: argparse.ArgumentParser, *, rounds: int, out: str) -
     parser.add_argument("--keep-pte", action="store_true", help="Keep the programs (GiBs each).")
 
 
-def start_runner_benchmark(args: argparse.Namespace) -> tuple[Path, Path, int, list[dict]]:
+@dataclass
+class Rows:
+    """A benchmark's rows and the OUT/rows.json they are saved to as they finish (--resume reads it back)."""
+
+    path: Path
+    rows: list[dict] = field(default_factory=list)
+
+    def add(self, *rows: dict) -> None:
+        self.rows.extend(rows)
+        self.path.write_text(json.dumps(self.rows, indent=1))
+
+
+def start_runner_benchmark(args: argparse.Namespace) -> tuple[Path, Path, int, Rows]:
     """(output folder, host runner, the runner's own baseline bytes, rows kept from --resume)."""
     from vggt_et.runtime.runner_build import build_runner
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runner = build_runner("host")
-    rows_path = out / "rows.json"
-    rows = json.loads(rows_path.read_text()) if args.resume and rows_path.is_file() else []
+    rows = Rows(out / "rows.json")
+    if args.resume and rows.path.is_file():
+        rows.rows = json.loads(rows.path.read_text())
     return out, runner, runner_baseline(runner, out), rows
+
+
+def compile_then_run(
+    label: str,
+    keys: Sequence[K],
+    compile_one: Callable[[K], dict],
+    run: Callable[[dict[K, dict]], dict[K, dict]],
+    programs: Sequence[Path],
+    keep: bool,
+) -> tuple[dict[K, dict], dict[K, dict]] | None:
+    """Compiles a batch of programs (one report per key), runs them in turns, removes them unless `keep`.
+    None (and one printed line) when a compile or run fails, so the benchmark goes on with its next batch."""
+    start = time.perf_counter()
+    try:
+        reports = {key: compile_one(key) for key in keys}
+        return reports, run(reports)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+        print(f"# {label} failed after {time.perf_counter() - start:.0f} s: {error}", flush=True)
+        return None
+    finally:
+        if not keep:
+            for path in programs:
+                path.unlink(missing_ok=True)

@@ -20,21 +20,29 @@ Every compile and run takes the machine-wide lock file (--lock), so heavy runs n
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 
-from _common import add_runner_args, compile_random, machine, run_runner_interleaved, start_runner_benchmark
+from _common import (
+    add_runner_args,
+    compile_random,
+    compile_then_run,
+    machine,
+    run_runner_interleaved,
+    start_runner_benchmark,
+)
 from vggt_et.utils.tables import format_table
 
 MIB = 2**20
 
 
+def _pte(args, out: Path, frames: int, quant: str, form: str) -> Path:
+    return out / f"{args.preset}-{quant}-{form}-s{frames}.pte"
+
+
 def _compile(args, out: Path, frames: int, quant: str, form: str) -> dict:
-    pte = out / f"{args.preset}-{quant}-{form}-s{frames}.pte"
+    pte = _pte(args, out, frames, quant, form)
     return compile_random(
         args.preset,
         pte,
@@ -160,8 +168,7 @@ def main() -> None:
     add_runner_args(parser, rounds=3, out="frames_scaling_out")
     args = parser.parse_args()
     out, runner, baseline, rows = start_runner_benchmark(args)
-    rows_path = out / "rows.json"
-    done = {(r["quant"], r["form"], r["frames"]) for r in rows}
+    done = {(r["quant"], r["form"], r["frames"]) for r in rows.rows}
     title = f"{args.preset} depth {args.height}x{args.width}, XNNPACK, C++ host runner, {args.threads} threads; {machine()}"
     print(f"# {title}\n# runner baseline {baseline / MIB:.0f} MiB", flush=True)
     for quant in args.quant.split(","):
@@ -169,28 +176,25 @@ def main() -> None:
             forms = [f for f in args.forms.split(",") if (quant, f, frames) not in done]
             if not forms:
                 continue
-            start = time.perf_counter()
-            reports: dict[str, dict] = {}
-            try:
-                for form in forms:
-                    reports[form] = _compile(args, out, frames, quant, form)
-                ptes = {form: report["pte"] for form, report in reports.items()}
-                measured = _run_interleaved(args, runner, ptes, frames, out / "run")
-            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
-                print(f"# {quant} S={frames} failed after {time.perf_counter() - start:.0f} s: {error}")
+            batch = compile_then_run(
+                f"{quant} S={frames}",
+                forms,
+                lambda form, frames=frames, quant=quant: _compile(args, out, frames, quant, form),
+                lambda reports, frames=frames: _run_interleaved(
+                    args, runner, {form: r["pte"] for form, r in reports.items()}, frames, out / "run"
+                ),
+                [_pte(args, out, frames, quant, form) for form in forms],
+                args.keep_pte,
+            )
+            if batch is None:
                 continue
-            finally:
-                if not args.keep_pte:
-                    for form in forms:
-                        (out / f"{args.preset}-{quant}-{form}-s{frames}.pte").unlink(missing_ok=True)
-            for form in forms:
-                rows.append(_row(quant, form, frames, reports[form], measured[form], baseline))
-                print(format_rows(rows[-1:]).splitlines()[-1], flush=True)
-            rows_path.write_text(json.dumps(rows, indent=1))
-            plot(rows, out / "frames_scaling.png", title)
-    print(f"\n# {title}\n# runner baseline {baseline / MIB:.0f} MiB\n" + format_rows(rows))
-    print("\n".join(ratios(rows)))
-    plot(rows, out / "frames_scaling.png", title)
+            reports, measured = batch
+            rows.add(*(_row(quant, form, frames, reports[form], measured[form], baseline) for form in forms))
+            print("\n".join(format_rows(rows.rows[-len(forms) :]).splitlines()[2:]), flush=True)
+            plot(rows.rows, out / "frames_scaling.png", title)
+    print(f"\n# {title}\n# runner baseline {baseline / MIB:.0f} MiB\n" + format_rows(rows.rows))
+    print("\n".join(ratios(rows.rows)))
+    plot(rows.rows, out / "frames_scaling.png", title)
     print(f"plot: {out / 'frames_scaling.png'}")
 
 

@@ -16,13 +16,18 @@ Every compile and run takes the machine-wide lock file (--lock), so heavy runs n
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
-from _common import add_runner_args, compile_random, machine, run_runner_interleaved, start_runner_benchmark
+from _common import (
+    add_runner_args,
+    compile_random,
+    compile_then_run,
+    machine,
+    run_runner_interleaved,
+    start_runner_benchmark,
+)
 from vggt_et.utils.tables import format_table
 
 MIB = 2**20
@@ -41,8 +46,12 @@ COLUMNS = [
 ]
 
 
+def _pte(args, out: Path, model: str, size: int, quant: str) -> Path:
+    return out / f"{model}-{quant}-s{args.frames}-{size}.pte"
+
+
 def _program(args, out: Path, model: str, size: int, quant: str) -> dict:
-    pte = out / f"{model}-{quant}-s{args.frames}-{size}.pte"
+    pte = _pte(args, out, model, size, quant)
     shape = ["--frames", str(args.frames), "--height", str(size), "--width", str(size)]
     return compile_random(
         model, pte, shape, ["--outputs", "depth,camera"], quant=quant, lock=args.lock, reuse=args.resume
@@ -101,7 +110,6 @@ def main() -> None:
     add_runner_args(parser, rounds=2, out="vggt_vs_omega_out")
     args = parser.parse_args()
     out, runner, baseline, rows = start_runner_benchmark(args)
-    rows_path = out / "rows.json"
     models = {args.vggt: args.vggt_size, args.omega: args.omega_size}
     title = (
         f"{args.vggt} at {args.frames}x{args.vggt_size}² vs {args.omega} at {args.frames}x{args.omega_size}², "
@@ -109,11 +117,11 @@ def main() -> None:
     )
     print(f"# {title}\n# runner baseline {baseline / MIB:.0f} MiB", flush=True)
     for quant in args.quant.split(","):
-        todo = [m for m in models if not any((r["model"], r["quant"]) == (m, quant) for r in rows)]
+        todo = [m for m in models if not any((r["model"], r["quant"]) == (m, quant) for r in rows.rows)]
         if not todo:
             continue
-        try:
-            reports = {m: _program(args, out, m, models[m], quant) for m in todo}
+
+        def run(reports: dict[str, dict]) -> dict[str, dict]:
             programs = {}
             for model, report in reports.items():
                 size = models[model]
@@ -121,22 +129,26 @@ def main() -> None:
                 data = np.random.default_rng(0).random((1, args.frames, 3, size, size), dtype=np.float32)
                 np.save(images, data)
                 programs[model] = (report["pte"], images)
-            measured = run_runner_interleaved(
+            return run_runner_interleaved(
                 runner, programs, out / "run", args.rounds, args.threads, args.lock, args.timeout
             )
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
-            print(f"# {quant} failed: {error}", flush=True)
-            continue
-        finally:
-            if not args.keep_pte:
-                for model in todo:
-                    (out / f"{model}-{quant}-s{args.frames}-{models[model]}.pte").unlink(missing_ok=True)
-        for model in todo:
-            rows.append(
-                _row(model, quant, models[model], args.frames, reports[model], measured[model], baseline)
+
+        done = compile_then_run(
+            quant,
+            todo,
+            lambda m, quant=quant: _program(args, out, m, models[m], quant),
+            run,
+            [_pte(args, out, m, models[m], quant) for m in todo],
+            args.keep_pte,
+        )
+        if done is not None:
+            reports, measured = done
+            rows.add(
+                *(_row(m, quant, models[m], args.frames, reports[m], measured[m], baseline) for m in todo)
             )
-        rows_path.write_text(json.dumps(rows, indent=1))
-    print(f"\n# {title}\n# runner baseline {baseline / MIB:.0f} MiB\n" + table(rows, args.vggt, args.omega))
+    print(
+        f"\n# {title}\n# runner baseline {baseline / MIB:.0f} MiB\n" + table(rows.rows, args.vggt, args.omega)
+    )
 
 
 if __name__ == "__main__":
