@@ -195,7 +195,6 @@ def bound_attention(
             continue
         scale = _arg(node, 6, "scale", None)
         scale = float(scale) if scale is not None else 1.0 / math.sqrt(qs[-1])
-        plan = plan_blocks(qs[:-2], qs[-2], m, dtype.itemsize, budget)
         with graph.inserting_before(node):
             if _arg(node, 5, "is_causal", False):
                 if mask is not None:
@@ -217,6 +216,7 @@ def bound_attention(
                 out = _rewrite(ep, node, plan, *flat, mask, 1.0)
                 out = emit(graph, aten.reshape.default, (out, [*lead, qs[-2], vs[-1]]), like=node)
             else:
+                plan = plan_blocks(lead, qs[-2], m, dtype.itemsize, budget)
                 out = _rewrite(ep, node, plan, q, k, v, mask, 1.0)
         node.replace_all_uses_with(out)
         graph.erase_node(node)
