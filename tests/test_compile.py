@@ -130,6 +130,18 @@ def test_qnn_stages_before_the_partitioner_run_without_sdk(tmp_path_factory, mon
     assert report["delegated_fraction"] is None
 
 
+def test_stop_before_lowering_says_it_wrote_an_exported_program(tmp_path) -> None:
+    out = tmp_path / "m.pt2"
+    shape = [f"--{k}={v}" for k, v in SHAPE.items()]
+    args = ["compile", "--preset", "tiny", "--random-weights", *shape, "--stop-before-lowering", "-o", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    summary = result.output.strip().splitlines()[-2:]
+    assert summary[0].startswith(f"wrote exported program (.pt2) {out}"), summary
+    assert summary[1].startswith("not lowered; peak RSS"), summary
+    assert torch.export.load(str(out)).graph is not None
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

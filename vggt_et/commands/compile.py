@@ -58,9 +58,17 @@ def compile_command(**kw: Any) -> None:
     rows.append(("total", report["total_seconds"]))
     click.echo(format_table(["stage", "seconds"], rows))
     fraction = report["delegated_fraction"]
+    what = "exported program (.pt2)" if options.stop_before_lowering else "program"
+    if options.stop_before_lowering:
+        delegation = "not lowered"
+    elif fraction is None:
+        delegation = "TFLite flatbuffer (no ExecuTorch delegates)"
+    else:
+        delegation = (
+            f"delegated {100 * fraction:.1f}% of compute ops in {report['delegate_segments']} segment(s)"
+        )
     click.echo(
-        f"wrote {report['pte_path']} ({report['pte_bytes'] / 2**20:.1f} MiB), report {options.report}\n"
-        f"delegated {'-' if fraction is None else f'{100 * fraction:.1f}%'} of compute ops in "
-        f"{report['delegate_segments']} segment(s); peak RSS {report['peak_rss_bytes'] / 2**30:.2f} GiB "
+        f"wrote {what} {report['pte_path']} ({report['pte_bytes'] / 2**20:.1f} MiB), report {options.report}\n"
+        f"{delegation}; peak RSS {report['peak_rss_bytes'] / 2**30:.2f} GiB "
         f"({report['peak_rss_over_weights']:.2f}x the weights)"
     )
