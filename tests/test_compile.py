@@ -133,7 +133,16 @@ def test_qnn_stages_before_the_partitioner_run_without_sdk(tmp_path_factory, mon
 def test_stop_before_lowering_says_it_wrote_an_exported_program(tmp_path) -> None:
     out = tmp_path / "m.pt2"
     shape = [f"--{k}={v}" for k, v in SHAPE.items()]
-    args = ["compile", "--preset", "tiny", "--random-weights", *shape, "--stop-before-lowering", "-o", str(out)]
+    args = [
+        "compile",
+        "--preset",
+        "tiny",
+        "--random-weights",
+        *shape,
+        "--stop-before-lowering",
+        "-o",
+        str(out),
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     summary = result.output.strip().splitlines()[-2:]
