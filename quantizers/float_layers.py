@@ -141,6 +141,18 @@ def weighted_layers(graph_module: GraphModule) -> list[Node]:
     return [n for n in graph_module.graph.nodes if n.op == "call_function" and n.target in WEIGHTED_OPS]
 
 
+def layers_called_more_than_once(graph_module: GraphModule) -> list[Node]:
+    """Linear/conv nodes whose weight another linear/conv node also reads: one layer called several times
+    (a head run over frame groups, a trunk iterated), in graph order."""
+    readers: dict[str, list[Node]] = {}
+    for node in weighted_layers(graph_module):
+        weight = node.args[1] if len(node.args) > 1 else None
+        if isinstance(weight, Node) and weight.op in ("get_attr", "placeholder"):
+            readers.setdefault(str(weight.target), []).append(node)
+    shared = {n for calls in readers.values() if len(calls) > 1 for n in calls}
+    return [n for n in weighted_layers(graph_module) if n in shared]
+
+
 def unique_in_order(items: Iterable[str]) -> list[str]:
     seen: dict[str, None] = {}
     for item in items:

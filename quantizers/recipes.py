@@ -37,7 +37,13 @@ from torch.export import ExportedProgram
 from torch.fx import GraphModule
 
 from .calibration import CalibrationError
-from .float_layers import compile_patterns, node_is_kept_float
+from .float_layers import (
+    compile_patterns,
+    layer_path,
+    layers_called_more_than_once,
+    node_is_kept_float,
+    unique_in_order,
+)
 
 
 class UnsupportedRecipeError(ValueError):
@@ -207,6 +213,28 @@ def _example_inputs(
     )
 
 
+def _keep_layers_called_more_than_once(module: GraphModule, keep, notes: list[str]):
+    """The keep-float predicate for PT2E (static) quantization: ``keep`` plus every layer called more than
+    once, with a note naming them.
+
+    Why: ``prepare_pt2e`` observes a shared weight at its first call only, so the first call came out int8
+    and the others float, reading the same bias that XNNPACK then defines as int32 for the first call: the
+    program was refused at load (``Failed to create convolution node … xnn_status_invalid_parameter``; VGGT
+    int8 at 518², whose depth head runs frames in groups). Quantizing every call with ranges of its own is
+    no way out either: ExecuTorch's XNNPACK weight cache keys packed weights (bias and scales included) by
+    the weight's and bias's names, so later calls would run with the first call's scales."""
+    shared = set(layers_called_more_than_once(module))
+    if not shared:
+        return keep
+    paths = unique_in_order(layer_path(n) for n in shared)
+    notes.append(
+        f"{len(paths)} layer(s) called more than once stay float under static int8: "
+        + ", ".join(paths[:4])
+        + (f" and {len(paths) - 4} more" if len(paths) > 4 else "")
+    )
+    return lambda node: node in shared or (keep is not None and keep(node))
+
+
 def _static_int8_convs(
     module: GraphModule, samples: Iterable | None, args: tuple, keep, notes: list[str], *, progress: bool
 ) -> tuple[GraphModule, list[str], int]:
@@ -258,6 +286,7 @@ def quantize_program(
     args, kwargs, calibration = _example_inputs(program, example_inputs, calibration)
     module = program.module()
     notes: list[str] = []
+    static_keep = _keep_layers_called_more_than_once(module, keep, notes)
     samples_seen = 0
 
     if spec.name == "xnnpack-8da4w":
@@ -266,7 +295,7 @@ def quantize_program(
         conv_layers: list[str] = []
         if resolved["conv_weights"] == "int8":
             module, conv_layers, samples_seen = _static_int8_convs(
-                module, calibration, args, keep, notes, progress=progress
+                module, calibration, args, static_keep, notes, progress=progress
             )
         elif resolved["conv_weights"] != "float":
             raise UnknownOptionError(
@@ -292,12 +321,12 @@ def quantize_program(
                 # XNNPACK (ExecuTorch 1.5.1) fails at run time on dynamically quantized padded convs:
                 # convolutions get static ranges, linears per-token ones.
                 module, conv_layers, samples_seen = _static_int8_convs(
-                    module, calibration, args, keep, notes, progress=progress
+                    module, calibration, args, static_keep, notes, progress=progress
                 )
             quantizer = xnnpack_quantizer(
                 dynamic=resolved["dynamic"],
                 per_channel=resolved["per_channel"],
-                keep_float=keep,
+                keep_float=static_keep,
                 observer=resolved["observer"],
                 linears_only=resolved["dynamic"],
             )
@@ -306,7 +335,7 @@ def quantize_program(
                 spec.scheme,
                 soc_model=resolved["soc_model"],
                 block_size=resolved.get("block_size", 0),
-                keep_float=keep,
+                keep_float=static_keep,
             )
             notes += qnn_notes
         samples = calibration

@@ -26,6 +26,7 @@ from vggt_et.quantizers.recipes import (
     quantize_program,
     recipe_for,
 )
+from vggt_et.runtime.bench import run_bench
 
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
@@ -93,8 +94,9 @@ def toy():
     }
 
 
-def _lower_and_run(program, images: torch.Tensor) -> tuple[int, torch.Tensor, Counter]:
-    """Lower with XNNPACK, run with the ExecuTorch runtime: (.pte bytes, output, ops left outside delegates)."""
+def _lower_and_run(program, images: torch.Tensor, save_to=None) -> tuple[int, torch.Tensor, Counter]:
+    """Lower with XNNPACK, run with the ExecuTorch runtime: (.pte bytes, output, ops left outside delegates);
+    the program is also written to `save_to` when given."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
     from executorch.extension.pybindings.portable_lib import _load_for_executorch_from_buffer
@@ -106,6 +108,8 @@ def _lower_and_run(program, images: torch.Tensor) -> tuple[int, torch.Tensor, Co
         if n.op == "call_function" and "getitem" not in str(n.target) and "call_delegate" not in str(n.target)
     )
     buffer = edge.to_executorch().buffer
+    if save_to is not None:
+        save_to.write_bytes(buffer)
     output = _load_for_executorch_from_buffer(buffer).forward((images,))[0]
     return len(buffer), output, outside
 
@@ -381,6 +385,47 @@ def test_w4_conv_output_read_by_relu_and_skip_loads_and_runs():
     _, output, _ = _lower_and_run(result.program, images[1])
     with torch.no_grad():
         assert _rel_l2(output, model(images[1])) < 0.1
+
+
+class ConvPerFrame(nn.Module):
+    """One conv applied to each half of the batch, as VGGT's DPT heads run frames in groups under an
+    attention budget (two calls read the same weight and bias), then a conv called once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(32, 64, 3, padding=1)
+        self.mix = nn.Conv2d(64, 16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        per_frame = torch.cat([self.conv(F.relu(x[:1])), self.conv(F.relu(x[1:]) * 3.0)], 0)
+        return self.mix(per_frame)
+
+
+@pytest.mark.parametrize("recipe", ["xnnpack-int8", "xnnpack-8da4w"])
+def test_layer_called_twice_stays_float_and_the_program_loads(recipe, runner, tmp_path):
+    """PT2E observes a weight shared by two calls at its first call only: that call came out int8, the
+    second float, reading the bias XNNPACK had defined as int32 for the first, and the program was refused
+    at load (`Failed to create convolution node … xnn_status_invalid_parameter`; VGGT-1B int8 at 518², whose
+    depth head runs frames in groups). Such layers now stay float at every call, with a note; the layer
+    called once is still quantized. The C++ runner, whose XNNPACK weight cache keys packed weights by
+    weight and bias names, agrees with the Python runtime."""
+    torch.manual_seed(0)
+    model = ConvPerFrame().eval()
+    images = [torch.randn(2, 32, 12, 12, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    program = torch.export.export(model, (images[0],))
+    result = quantize_program(program, recipe, [(x,) for x in images], progress=False)
+    assert result.quantized_layers == ["mix"] and "conv" in result.float_layers
+    assert any("called more than once stay float" in note and "conv" in note for note in result.notes)
+    convs = _nodes(result.program, "aten.conv2d")
+    assert [("dequantize" in str(c.args[1].target)) for c in convs] == [False, False, True]
+    pte = tmp_path / "conv_per_frame.pte"
+    _, output, outside = _lower_and_run(result.program, images[1], save_to=pte)
+    assert not outside, outside
+    with torch.no_grad():
+        assert _rel_l2(output, model(images[1])) < 0.05
+    # The runner writes the packed-weight cache on its priming run and reads it on the measured one.
+    report = run_bench(pte, runner=runner, iters=1, warmup=0, inputs=[images[1].numpy()], echo=lambda _: None)
+    assert report["weight_cache"] and report["check"]["ok"], report["check"]
 
 
 class OddInputs(nn.Module):

@@ -231,7 +231,7 @@ def _shape_options(f):
     "--keep-float",
     multiple=True,
     help="Layers left in float (repeatable): module-path glob like 'model.depth_head.*' or 're:REGEX'; "
-    "replaces the defaults (patch embed, pose embedding, heads' last layers); 'none' quantizes them all.",
+    "replaces the defaults (patch embed, heads' last layers); 'none' quantizes them all.",
 )
 @click.option(
     "--int8-activations",

@@ -15,7 +15,9 @@ from vggt_et.options import EXPORT_PREFIX, CompileOptions, ProgramShape, heads_f
 from vggt_et.utils.errors import UserError
 
 # Kept in float by default, as the quantization literature on VGGT does: the patch-embed convolution
-# (raw pixels in) and each head's last layer (metric outputs out); also VGGT's pose embedding (raw pose in). Paths are inside the export wrapper.
+# (raw pixels in) and each head's last layer (metric outputs out). Paths are inside the export wrapper.
+# Layers called more than once (the camera trunk's iterations, a DPT head run over frame groups) stay float
+# under static int8 whatever this list says (`quantizers.recipes`: PT2E quantizes only their first call).
 # The DPT heads' last layer is the 1x1 conv (output_conv2.2); the 3x3 conv before it runs at full
 # resolution and is the costliest conv of the head, so it is quantized like the rest of the head.
 logger = logging.getLogger(__name__)
@@ -24,9 +26,6 @@ DEFAULT_KEEP_FLOAT = (
     "model.depth_head.scratch.output_conv2.2",
     "model.point_head.scratch.output_conv2.2",
     "model.camera_head.pose_branch.fc2",
-    # The camera head's pose embedding (9 numbers in, the raw pose encoding): on the first trunk iteration it
-    # reads a constant, whose use static int8 cannot quantize, so XNNPACK left it outside as a float addmm.
-    "model.camera_head.embed_pose",
     # VGGT-Ω: the dense head's depth and confidence 1x1 convs, the camera MLP's last linear.
     "model.dense_head.proj",
     "model.dense_head.proj_conf",
