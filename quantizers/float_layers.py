@@ -11,6 +11,7 @@ Pattern syntax: a glob (``fnmatch``, e.g. ``blocks.*.fc2``) or a regular express
 
 from __future__ import annotations
 
+import collections
 import fnmatch
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -144,13 +145,16 @@ def weighted_layers(graph_module: GraphModule) -> list[Node]:
 def layers_called_more_than_once(graph_module: GraphModule) -> list[Node]:
     """Linear/conv nodes whose weight another linear/conv node also reads: one layer called several times
     (a head run over frame groups, a trunk iterated), in graph order."""
-    readers: dict[str, list[Node]] = {}
-    for node in weighted_layers(graph_module):
-        weight = node.args[1] if len(node.args) > 1 else None
-        if isinstance(weight, Node) and weight.op in ("get_attr", "placeholder"):
-            readers.setdefault(str(weight.target), []).append(node)
-    shared = {n for calls in readers.values() if len(calls) > 1 for n in calls}
-    return [n for n in weighted_layers(graph_module) if n in shared]
+    layers = weighted_layers(graph_module)
+    readers: collections.Counter[str] = collections.Counter(_weight_name(n) for n in layers)
+    return [n for n in layers if _weight_name(n) is not None and readers[_weight_name(n)] > 1]
+
+
+def _weight_name(node: Node) -> str | None:
+    """The parameter a linear/conv reads as its weight, if it reads one directly."""
+    weight = node.args[1] if len(node.args) > 1 else None
+    ok = isinstance(weight, Node) and weight.op in ("get_attr", "placeholder")
+    return str(weight.target) if ok else None
 
 
 def unique_in_order(items: Iterable[str]) -> list[str]:

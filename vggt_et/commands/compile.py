@@ -58,9 +58,9 @@ def compile_command(**kw: Any) -> None:
     rows.append(("total", report["total_seconds"]))
     click.echo(format_table(["stage", "seconds"], rows))
     fraction = report["delegated_fraction"]
-    what = "exported program (.pt2)" if options.stop_before_lowering else "program"
+    what = "program"
     if options.stop_before_lowering:
-        delegation = "not lowered"
+        what, delegation = "exported program (.pt2)", "not lowered"
     elif fraction is None:
         delegation = "TFLite flatbuffer (no ExecuTorch delegates)"
     else:
