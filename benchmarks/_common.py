@@ -144,16 +144,21 @@ def run_runner_interleaved(
     threads: int | None,
     lock: str | None,
     timeout: float,
+    *,
+    keep_outputs: bool = False,
 ) -> dict[str, dict]:
     """`programs`: name → (.pte, images .npy). Per program a priming run (packs weights into its XNNPACK
     cache, as `vggt-et bench` does), then `rounds` measured runs taken in turns across the programs, so a
     slow spell of the machine falls on every one alike. Returns per name the median latency and the largest
-    peak RSS of its measured runs."""
+    peak RSS of its measured runs; `keep_outputs`: also "output_dir", where its runs write output_<i>.npy."""
     work.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict]] = {name: [] for name in programs}
     for round_ in range(rounds + 1):
         for name, (pte, images) in programs.items():
             argv = _runner_argv(runner, pte, images, work, threads)
+            if keep_outputs:
+                (work / name).mkdir(exist_ok=True)
+                argv += ["--output-dir", str(work / name)]
             subprocess.run(locked(lock, argv), check=True, stdout=subprocess.DEVNULL, timeout=timeout)
             if round_:  # round 0 primes the weight cache
                 runs[name].append(json.loads((work / "stats.json").read_text()))
@@ -163,6 +168,7 @@ def run_runner_interleaved(
         name: {
             "latency_ms": {"median": float(np.median([r["latency_ms"]["median"] for r in measured]))},
             "peak_rss_bytes": max(r["peak_rss_bytes"] for r in measured),
+            **({"output_dir": str(work / name)} if keep_outputs else {}),
         }
         for name, measured in runs.items()
     }
@@ -206,8 +212,9 @@ class Rows:
         self.path.write_text(json.dumps(self.rows, indent=1))
 
 
-def start_runner_benchmark(args: argparse.Namespace) -> tuple[Path, Path, int, Rows]:
-    """(output folder, host runner, the runner's own baseline bytes, rows kept from --resume)."""
+def start_runner_benchmark(args: argparse.Namespace, baseline: bool = True) -> tuple[Path, Path, int, Rows]:
+    """(output folder, host runner, the runner's own baseline bytes (0 unless `baseline`), rows kept from
+    --resume)."""
     from vggt_et.runtime.runner_build import build_runner
 
     out = Path(args.out)
@@ -216,7 +223,7 @@ def start_runner_benchmark(args: argparse.Namespace) -> tuple[Path, Path, int, R
     rows = Rows(out / "rows.json")
     if args.resume and rows.path.is_file():
         rows.rows = json.loads(rows.path.read_text())
-    return out, runner, runner_baseline(runner, out), rows
+    return out, runner, runner_baseline(runner, out) if baseline else 0, rows
 
 
 def compile_then_run(

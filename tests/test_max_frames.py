@@ -4,11 +4,13 @@ counts outside 1..N with exit code 2."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_script import run_benchmark
 from click.testing import CliRunner
 
 from vggt_et.cli import main
@@ -22,8 +24,12 @@ MAX_FRAMES = 4
 
 
 def _compile(tmp_path_factory, name: str, **kw) -> str:
+    """A tiny program (random weights, depth, the default attention budget) and its report beside it."""
     out = tmp_path_factory.mktemp(name) / f"{name}.pte"
-    options = CompileOptions(preset="tiny", random_weights=True, output=str(out), **SHAPE, **kw)
+    report = str(out.with_suffix(".json"))
+    options = CompileOptions(
+        preset="tiny", random_weights=True, output=str(out), report=report, **SHAPE, **kw
+    )
     compile_model(options, quiet=True)
     return str(out)
 
@@ -134,3 +140,27 @@ def test_cli_run_at_two_frames(multi, tmp_path):
         "depth_01.npy",
     ]
     assert program_info(multi).frame_methods[2] == "forward_2"
+
+
+def test_benchmark_checks_every_k_against_its_fixed_program(multi, fixed, tmp_path):
+    """benchmarks/max_frames.py on this module's programs (taken as already compiled, --resume): per k the
+    runner's latency on both programs, the worst rel. L2 between their outputs, the size ratio."""
+    out = tmp_path / "out"
+    out.mkdir()
+    names = {multi: f"tiny-fp32-max{MAX_FRAMES}", fixed(1): "tiny-fp32-s1", fixed(3): "tiny-fp32-s3"}
+    for program, name in names.items():
+        for suffix in (".pte", ".json"):
+            (out / f"{name}{suffix}").symlink_to(Path(program).with_suffix(suffix))
+    shape = ["--height", str(SHAPE["height"]), "--width", str(SHAPE["width"])]
+    args = ["--preset", "tiny", *shape, "--max-frames", str(MAX_FRAMES), "--frames", "1,3", "--rounds", "1"]
+    table = run_benchmark("max_frames.py", *args, "--lock", "", "--out", str(out), "--resume")
+    rows = json.loads((out / "rows.json").read_text())
+    assert [r["frames"] for r in rows] == [1, 3]
+    for row in rows:
+        # Each method is lowered as its fixed program is, so the runner gives the same numbers.
+        assert row["rel_l2"] <= 1e-6, row
+        assert row["fixed_ms"] > 0 and row["multi_ms"] > 0 and row["multi_rss_mib"] > 1, row
+    assert "worst rel. L2 over k: " in table and "worst latency ratio: " in table
+    assert f"multi-method program: {Path(multi).stat().st_size / 2**20:.1f} MiB" in table
+    # Without --keep-pte the benchmark removes its programs (GiBs each on VGGT-1B): here, the links.
+    assert not list(out.glob("*.pte"))
