@@ -118,6 +118,9 @@ def ratios(rows: list[dict]) -> list[str]:
             f"S {a}->{b}: {(y - x) / (b - a):.0f} MiB/frame"
             for (a, x), (b, y) in zip(series, series[1:], strict=False)
         ]
+        if len(steps) > 1:  # and over the whole range: linear growth keeps the steps near this figure
+            (a, x), (b, y) = series[0], series[-1]
+            steps.append(f"overall S {a}->{b}: {(y - x) / (b - a):.0f} MiB/frame")
         if steps:
             out.append(f"{quant} {form} activation increment: " + "; ".join(steps))
     return out
