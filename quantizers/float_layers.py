@@ -142,17 +142,29 @@ def weighted_layers(graph_module: GraphModule) -> list[Node]:
     return [n for n in graph_module.graph.nodes if n.op == "call_function" and n.target in WEIGHTED_OPS]
 
 
+def repeated_layer_calls(graph_module: GraphModule) -> list[list[Node]]:
+    """Linear/conv nodes grouped by the weight they read, for weights read by more than one of them: one
+    layer called several times (a head run over frame groups, a trunk iterated); groups and calls in graph
+    order."""
+    groups: dict[str, list[Node]] = collections.defaultdict(list)
+    for node in weighted_layers(graph_module):
+        name = _weight_name(node)
+        if name is not None:
+            groups[name].append(node)
+    return [calls for calls in groups.values() if len(calls) > 1]
+
+
 def layers_called_more_than_once(graph_module: GraphModule) -> list[Node]:
-    """Linear/conv nodes whose weight another linear/conv node also reads: one layer called several times
-    (a head run over frame groups, a trunk iterated), in graph order."""
-    layers = weighted_layers(graph_module)
-    readers: collections.Counter[str] = collections.Counter(_weight_name(n) for n in layers)
-    return [n for n in layers if _weight_name(n) is not None and readers[_weight_name(n)] > 1]
+    """Every call of the layers :func:`repeated_layer_calls` finds, in graph order."""
+    calls = {n for group in repeated_layer_calls(graph_module) for n in group}
+    return [n for n in weighted_layers(graph_module) if n in calls]
 
 
 def _weight_name(node: Node) -> str | None:
-    """The parameter a linear/conv reads as its weight, if it reads one directly."""
+    """The parameter a linear/conv reads as its weight, directly or through PT2E observers."""
     weight = node.args[1] if len(node.args) > 1 else None
+    while isinstance(weight, Node) and weight.op == "call_module" and weight.args:
+        weight = weight.args[0]  # an observer prepare_pt2e put on the weight
     ok = isinstance(weight, Node) and weight.op in ("get_attr", "placeholder")
     return str(weight.target) if ok else None
 

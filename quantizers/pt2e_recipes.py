@@ -22,6 +22,7 @@ from torchao.quantization.pt2e.quantizer import DerivedQuantizationSpec, Quantiz
 
 from .calibration import CalibrationStats, calibrate, observers
 from .float_layers import layer_path, unique_in_order, weighted_layers
+from .repeated_layers import share_observers_across_calls
 
 
 @dataclass
@@ -362,6 +363,7 @@ def prepare_calibrate_convert(
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):  # QnnQuantizer prints each op it has no config for
         prepared = prepare_pt2e(module, quantizer)
+    share_observers_across_calls(prepared)  # one range per repeated layer, over all its calls
     notes = unique_in_order(line.strip() for line in printed.getvalue().splitlines() if line.strip())
     stats = calibrate(prepared, samples, progress=progress, desc=desc)
     quantized, kept = _observed_layers(prepared)

@@ -38,10 +38,11 @@ from torch.fx import GraphModule
 
 from .calibration import CalibrationError
 from .float_layers import (
+    WEIGHTED_OPS,
     compile_patterns,
     layer_path,
-    layers_called_more_than_once,
     node_is_kept_float,
+    repeated_layer_calls,
     unique_in_order,
 )
 
@@ -213,26 +214,36 @@ def _example_inputs(
     )
 
 
-def _keep_layers_called_more_than_once(module: GraphModule, keep, notes: list[str]):
-    """The keep-float predicate for PT2E (static) quantization: ``keep`` plus every layer called more than
-    once, with a note naming them.
+def _repeated_layers(module: GraphModule, keep, notes: list[str], *, convs_only: bool):
+    """The keep-float predicate for PT2E (static) quantization, given layers called more than once, with a
+    note naming them.
 
-    Why: ``prepare_pt2e`` observes a shared weight at its first call only, so the first call came out int8
-    and the others float, reading the same bias that XNNPACK then defines as int32 for the first call: the
-    program was refused at load (``Failed to create convolution node … xnn_status_invalid_parameter``; VGGT
-    int8 at 518², whose depth head runs frames in groups). Quantizing every call with ranges of its own is
-    no way out either: ExecuTorch's XNNPACK weight cache keys packed weights (bias and scales included) by
-    the weight's and bias's names, so later calls would run with the first call's scales."""
-    shared = set(layers_called_more_than_once(module))
+    ``convs_only`` (8da4w: PT2E quantizes the convolutions alone, with ``ConvQuantizer``, which annotates
+    every call): repeated convolutions are quantized at every call with one range over all calls
+    (repeated_layers.py; a DPT head run over frame groups). Otherwise (XNNPACK int8, QNN) every repeated
+    layer stays float: the stock annotators see a layer's calls as one partition and annotate the first
+    only, whose int32 bias the later float calls then read (VGGT-1B int8 at 518² was refused at load);
+    annotating the other calls like the first put the frame-group slices before them outside XNNPACK's int8
+    delegate on `tiny` (3 segments, and the program did not load)."""
+    groups = repeated_layer_calls(module)
+    if convs_only:
+        paths = unique_in_order(layer_path(c[0]) for c in groups if WEIGHTED_OPS[c[0].target] == "conv")
+        if paths:
+            notes.append(
+                f"{len(paths)} conv layer(s) called more than once are quantized at every call with one range "
+                f"over all calls: {_some(paths)}"
+            )
+        return keep
+    shared = {n for calls in groups for n in calls}
     if not shared:
         return keep
-    paths = unique_in_order(layer_path(n) for n in shared)
-    notes.append(
-        f"{len(paths)} layer(s) called more than once stay float under static int8: "
-        + ", ".join(paths[:4])
-        + (f" and {len(paths) - 4} more" if len(paths) > 4 else "")
-    )
+    paths = unique_in_order(layer_path(c[0]) for c in groups)
+    notes.append(f"{len(paths)} layer(s) called more than once stay float under static int8: {_some(paths)}")
     return lambda node: node in shared or (keep is not None and keep(node))
+
+
+def _some(paths: list[str]) -> str:
+    return ", ".join(paths[:4]) + (f" and {len(paths) - 4} more" if len(paths) > 4 else "")
 
 
 def _static_int8_convs(
@@ -286,7 +297,7 @@ def quantize_program(
     args, kwargs, calibration = _example_inputs(program, example_inputs, calibration)
     module = program.module()
     notes: list[str] = []
-    static_keep = _keep_layers_called_more_than_once(module, keep, notes)
+    static_keep = _repeated_layers(module, keep, notes, convs_only=spec.name == "xnnpack-8da4w")
     samples_seen = 0
 
     if spec.name == "xnnpack-8da4w":

@@ -401,19 +401,18 @@ class ConvPerFrame(nn.Module):
         return self.mix(per_frame)
 
 
-@pytest.mark.parametrize("recipe", ["xnnpack-int8", "xnnpack-8da4w"])
-def test_layer_called_twice_stays_float_and_the_program_loads(recipe, runner, tmp_path):
+def test_layer_called_twice_stays_float_under_int8_and_the_program_loads(runner, tmp_path):
     """PT2E observes a weight shared by two calls at its first call only: that call came out int8, the
     second float, reading the bias XNNPACK had defined as int32 for the first, and the program was refused
     at load (`Failed to create convolution node … xnn_status_invalid_parameter`; VGGT-1B int8 at 518², whose
-    depth head runs frames in groups). Such layers now stay float at every call, with a note; the layer
-    called once is still quantized. The C++ runner, whose XNNPACK weight cache keys packed weights by
+    depth head runs frames in groups). Under XNNPACK int8 such layers stay float at every call, with a note
+    (w4's convolutions: next test); the layer called once is still quantized. The C++ runner, whose XNNPACK weight cache keys packed weights by
     weight and bias names, agrees with the Python runtime."""
     torch.manual_seed(0)
     model = ConvPerFrame().eval()
     images = [torch.randn(2, 32, 12, 12, generator=torch.Generator().manual_seed(s)) for s in range(3)]
     program = torch.export.export(model, (images[0],))
-    result = quantize_program(program, recipe, [(x,) for x in images], progress=False)
+    result = quantize_program(program, "xnnpack-int8", [(x,) for x in images], progress=False)
     assert result.quantized_layers == ["mix"] and "conv" in result.float_layers
     assert any("called more than once stay float" in note and "conv" in note for note in result.notes)
     convs = _nodes(result.program, "aten.conv2d")
@@ -426,6 +425,37 @@ def test_layer_called_twice_stays_float_and_the_program_loads(recipe, runner, tm
     # The runner writes the packed-weight cache on its priming run and reads it on the measured one.
     report = run_bench(pte, runner=runner, iters=1, warmup=0, inputs=[images[1].numpy()], echo=lambda _: None)
     assert report["weight_cache"] and report["check"]["ok"], report["check"]
+
+
+def test_conv_called_twice_is_quantized_at_every_call_with_one_range_under_w4(runner, tmp_path):
+    """w4's convolutions (static int8, every call annotated): with a range of its own per call, the C++
+    runner's XNNPACK weight cache, which keys packed weights (int32 bias with the input scale folded in) by
+    weight and bias names, ran the second call on the first call's packing, so such layers were kept float,
+    and a DPT head run over frame groups lost its int8 convolutions. Now every call is quantized with one
+    input range and one output range per layer, and the runner with its weight cache equals the Python
+    runtime."""
+    torch.manual_seed(0)
+    model = ConvPerFrame().eval()
+    images = [torch.randn(2, 32, 12, 12, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    program = torch.export.export(model, (images[0],))
+    result = quantize_program(program, "xnnpack-8da4w", [(x,) for x in images], progress=False)
+    assert result.quantized_layers == ["conv", "mix"] and result.float_layers == []
+    assert any("called more than once" in note and "conv" in note for note in result.notes)
+    convs = _nodes(result.program, "aten.conv2d")
+    assert [("dequantize" in str(c.args[1].target)) for c in convs] == [True, True, True]
+    # One input range and one output range for both calls of `conv` (the second call's input is 3x larger).
+    inputs = [c.args[0].args[1:3] for c in convs[:2]]
+    outputs = [next(iter(c.users)).args[1:3] for c in convs[:2]]
+    assert inputs[0] == inputs[1] and outputs[0] == outputs[1], (inputs, outputs)
+    pte = tmp_path / "conv_per_frame.pte"
+    _, output, outside = _lower_and_run(result.program, images[1], save_to=pte)
+    assert not outside, outside
+    with torch.no_grad():
+        assert _rel_l2(output, model(images[1])) < 0.05
+    # The runner writes the packed-weight cache on its priming run and reads it on the measured one.
+    report = run_bench(pte, runner=runner, iters=1, warmup=0, inputs=[images[1].numpy()], echo=lambda _: None)
+    assert report["weight_cache"] and report["check"]["ok"], report["check"]
+    assert report["check"]["outputs"][0]["rel_l2"] <= 1e-6, report["check"]
 
 
 class OddInputs(nn.Module):

@@ -17,7 +17,8 @@ from vggt_et.utils.errors import UserError
 # Kept in float by default, as the quantization literature on VGGT does: the patch-embed convolution
 # (raw pixels in) and each head's last layer (metric outputs out). Paths are inside the export wrapper.
 # Layers called more than once (the camera trunk's iterations, a DPT head run over frame groups) stay float
-# under static int8 whatever this list says (`quantizers.recipes`: PT2E quantizes only their first call).
+# under static int8 whatever this list says; w4 quantizes its repeated convolutions at every call with one
+# range over all calls (`quantizers.recipes._repeated_layers`).
 # The DPT heads' last layer is the 1x1 conv (output_conv2.2); the 3x3 conv before it runs at full
 # resolution and is the costliest conv of the head, so it is quantized like the rest of the head.
 logger = logging.getLogger(__name__)
