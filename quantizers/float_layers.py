@@ -154,12 +154,6 @@ def repeated_layer_calls(graph_module: GraphModule) -> list[list[Node]]:
     return [calls for calls in groups.values() if len(calls) > 1]
 
 
-def layers_called_more_than_once(graph_module: GraphModule) -> list[Node]:
-    """Every call of the layers :func:`repeated_layer_calls` finds, in graph order."""
-    calls = {n for group in repeated_layer_calls(graph_module) for n in group}
-    return [n for n in weighted_layers(graph_module) if n in calls]
-
-
 def _weight_name(node: Node) -> str | None:
     """The parameter a linear/conv reads as its weight, directly or through PT2E observers."""
     weight = node.args[1] if len(node.args) > 1 else None
