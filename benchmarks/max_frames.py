@@ -152,26 +152,26 @@ def main() -> None:
     multi_pte = out / f"{args.preset}-{args.quant}-max{args.max_frames}.pte"
     multi = _compile(args, multi_pte, ["--max-frames", str(args.max_frames)])
     done = {r["frames"] for r in rows.rows}
-    try:
-        for k in (k for k in counts if k not in done):
-            batch = compile_then_run(
-                f"k={k}",
-                [k],
-                lambda k: _compile(args, _fixed(args, out, k), ["--frames", str(k)]),
-                lambda reports, k=k: {
-                    k: _run_pair(args, runner, multi_pte, _fixed(args, out, k), k, out / "run")
-                },
-                [_fixed(args, out, k)],
-                args.keep_pte,
-            )
-            if batch is None:
-                continue
-            reports, measured = batch
-            rows.add(_row(k, multi, reports[k], measured[k]))
-            print(_table(rows.rows[-1:]).splitlines()[-1], flush=True)
-    finally:
-        if not args.keep_pte:
-            multi_pte.unlink(missing_ok=True)
+    for k in (k for k in counts if k not in done):
+        batch = compile_then_run(
+            f"k={k}",
+            [k],
+            lambda k: _compile(args, _fixed(args, out, k), ["--frames", str(k)]),
+            lambda reports, k=k: {
+                k: _run_pair(args, runner, multi_pte, _fixed(args, out, k), k, out / "run")
+            },
+            [_fixed(args, out, k)],
+            args.keep_pte,
+        )
+        if batch is None:
+            continue
+        reports, measured = batch
+        rows.add(_row(k, multi, reports[k], measured[k]))
+        print(_table(rows.rows[-1:]).splitlines()[-1], flush=True)
+    # Only once every k is done: an interrupted run keeps the multi-method program (its longest compile)
+    # for --resume.
+    if not args.keep_pte:
+        multi_pte.unlink(missing_ok=True)
     print(f"\n# {title}\n{_table(sorted(rows.rows, key=lambda r: r['frames']))}")
     print("\n".join(verdict(rows.rows, multi["pte_bytes"] / MIB, args.max_frames)))
 
