@@ -401,6 +401,28 @@ class ConvPerFrame(nn.Module):
         return self.mix(per_frame)
 
 
+def _conv_per_frame(recipe: str) -> tuple[nn.Module, list[torch.Tensor], object]:
+    """ConvPerFrame, its three calibration inputs and its program quantized with `recipe`."""
+    torch.manual_seed(0)
+    model = ConvPerFrame().eval()
+    images = [torch.randn(2, 32, 12, 12, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    program = torch.export.export(model, (images[0],))
+    return model, images, quantize_program(program, recipe, [(x,) for x in images], progress=False)
+
+
+def _check_lowered_and_cached_run(model: nn.Module, image: torch.Tensor, program, runner, tmp_path) -> dict:
+    """Lowers `program` to one delegate, checks it against eager, then runs it through the C++ runner, whose
+    priming run writes the packed-weight cache that the measured run reads; returns the bench report."""
+    pte = tmp_path / "conv_per_frame.pte"
+    _, output, outside = _lower_and_run(program, image, save_to=pte)
+    assert not outside, outside
+    with torch.no_grad():
+        assert _rel_l2(output, model(image)) < 0.05
+    report = run_bench(pte, runner=runner, iters=1, warmup=0, inputs=[image.numpy()], echo=lambda _: None)
+    assert report["weight_cache"] and report["check"]["ok"], report["check"]
+    return report
+
+
 def test_layer_called_twice_stays_float_under_int8_and_the_program_loads(runner, tmp_path):
     """PT2E observes a weight shared by two calls at its first call only: that call came out int8, the
     second float, reading the bias XNNPACK had defined as int32 for the first, and the program was refused
@@ -408,23 +430,12 @@ def test_layer_called_twice_stays_float_under_int8_and_the_program_loads(runner,
     depth head runs frames in groups). Under XNNPACK int8 such layers stay float at every call, with a note
     (w4's convolutions: next test); the layer called once is still quantized. The C++ runner, whose XNNPACK weight cache keys packed weights by
     weight and bias names, agrees with the Python runtime."""
-    torch.manual_seed(0)
-    model = ConvPerFrame().eval()
-    images = [torch.randn(2, 32, 12, 12, generator=torch.Generator().manual_seed(s)) for s in range(3)]
-    program = torch.export.export(model, (images[0],))
-    result = quantize_program(program, "xnnpack-int8", [(x,) for x in images], progress=False)
+    model, images, result = _conv_per_frame("xnnpack-int8")
     assert result.quantized_layers == ["mix"] and "conv" in result.float_layers
     assert any("called more than once stay float" in note and "conv" in note for note in result.notes)
     convs = _nodes(result.program, "aten.conv2d")
     assert [("dequantize" in str(c.args[1].target)) for c in convs] == [False, False, True]
-    pte = tmp_path / "conv_per_frame.pte"
-    _, output, outside = _lower_and_run(result.program, images[1], save_to=pte)
-    assert not outside, outside
-    with torch.no_grad():
-        assert _rel_l2(output, model(images[1])) < 0.05
-    # The runner writes the packed-weight cache on its priming run and reads it on the measured one.
-    report = run_bench(pte, runner=runner, iters=1, warmup=0, inputs=[images[1].numpy()], echo=lambda _: None)
-    assert report["weight_cache"] and report["check"]["ok"], report["check"]
+    _check_lowered_and_cached_run(model, images[1], result.program, runner, tmp_path)
 
 
 def test_conv_called_twice_is_quantized_at_every_call_with_one_range_under_w4(runner, tmp_path):
@@ -434,11 +445,7 @@ def test_conv_called_twice_is_quantized_at_every_call_with_one_range_under_w4(ru
     and a DPT head run over frame groups lost its int8 convolutions. Now every call is quantized with one
     input range and one output range per layer, and the runner with its weight cache equals the Python
     runtime."""
-    torch.manual_seed(0)
-    model = ConvPerFrame().eval()
-    images = [torch.randn(2, 32, 12, 12, generator=torch.Generator().manual_seed(s)) for s in range(3)]
-    program = torch.export.export(model, (images[0],))
-    result = quantize_program(program, "xnnpack-8da4w", [(x,) for x in images], progress=False)
+    model, images, result = _conv_per_frame("xnnpack-8da4w")
     assert result.quantized_layers == ["conv", "mix"] and result.float_layers == []
     assert any("called more than once" in note and "conv" in note for note in result.notes)
     convs = _nodes(result.program, "aten.conv2d")
@@ -447,14 +454,7 @@ def test_conv_called_twice_is_quantized_at_every_call_with_one_range_under_w4(ru
     inputs = [c.args[0].args[1:3] for c in convs[:2]]
     outputs = [next(iter(c.users)).args[1:3] for c in convs[:2]]
     assert inputs[0] == inputs[1] and outputs[0] == outputs[1], (inputs, outputs)
-    pte = tmp_path / "conv_per_frame.pte"
-    _, output, outside = _lower_and_run(result.program, images[1], save_to=pte)
-    assert not outside, outside
-    with torch.no_grad():
-        assert _rel_l2(output, model(images[1])) < 0.05
-    # The runner writes the packed-weight cache on its priming run and reads it on the measured one.
-    report = run_bench(pte, runner=runner, iters=1, warmup=0, inputs=[images[1].numpy()], echo=lambda _: None)
-    assert report["weight_cache"] and report["check"]["ok"], report["check"]
+    report = _check_lowered_and_cached_run(model, images[1], result.program, runner, tmp_path)
     assert report["check"]["outputs"][0]["rel_l2"] <= 1e-6, report["check"]
 
 
