@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 
 import torch
 from torch.fx import GraphModule, Node
-from torchao.quantization.pt2e.quantizer import DerivedQuantizationSpec, Quantizer, SharedQuantizationSpec
+from torchao.quantization.pt2e.quantizer import (
+    DerivedQuantizationSpec,
+    QuantizationAnnotation,
+    Quantizer,
+    SharedQuantizationSpec,
+)
 
 from .calibration import CalibrationStats, calibrate, observers
 from .float_layers import layer_path, unique_in_order, weighted_layers
@@ -112,8 +117,6 @@ class ConvQuantizer(Quantizer):
         return groups == 1 and shape is not None and len(shape) == 4
 
     def annotate(self, model: GraphModule) -> GraphModule:
-        from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
-
         for node in model.graph.nodes:
             if node.op == "call_function" and self.qualifies(model, node):
                 specs = {node.args[0]: self.config.input_activation, node.args[1]: self.config.weight}
@@ -280,6 +283,12 @@ def _is_observed(edge_or_node: object) -> bool:
 _CATS = (torch.ops.aten.cat.default, torch.ops.aten.concat.default)
 
 
+def _observes_weights_only(annotation: QuantizationAnnotation) -> bool:
+    """Every input the annotation still quantizes is a stored tensor (weight, bias): no activation input."""
+    producers = annotation.input_qspec_map
+    return bool(producers) and all(p.op == "get_attr" for p in producers)
+
+
 def isolate_float_nodes(model: GraphModule, kept: set[Node], *, quantized_outputs_stay: bool = False) -> None:
     """Drop annotations that would quantize the inputs or outputs of ``kept`` nodes.
 
@@ -287,7 +296,9 @@ def isolate_float_nodes(model: GraphModule, kept: set[Node], *, quantized_output
     and stop quantizing their output when only kept nodes read it (unless ``quantized_outputs_stay``: a
     backend whose quantized ops must write quantized values, the kept node then reads them dequantized).
     Shared or derived specs that pointed at something no longer observed are dropped too, until nothing
-    changes.
+    changes. A layer left observing only its weight (its activation input came from a kept node) loses its
+    whole annotation: a quantized weight under a float input has no int8 kernel, so its dequantize fell
+    outside the delegate and the program had no out-variant for it.
     """
     for node in kept:
         node.meta.pop(ANNOTATION_KEY, None)
@@ -300,12 +311,14 @@ def isolate_float_nodes(model: GraphModule, kept: set[Node], *, quantized_output
         and ANNOTATION_KEY in node.meta
         and all(i in node.meta[ANNOTATION_KEY].input_qspec_map for i in node.args[0] if isinstance(i, Node))
     }
+    lost_input: set[Node] = set()
     for node in model.graph.nodes:
         annotation = node.meta.get(ANNOTATION_KEY)
         if annotation is None:
             continue
         for producer in [p for p in annotation.input_qspec_map if p in kept]:
             del annotation.input_qspec_map[producer]
+            lost_input.add(node)
         only_kept_read = node.users and all(u in kept for u in node.users)
         if annotation.output_qspec is not None and only_kept_read and not quantized_outputs_stay:
             annotation.output_qspec = None
@@ -319,7 +332,12 @@ def isolate_float_nodes(model: GraphModule, kept: set[Node], *, quantized_output
             for producer, spec in list(annotation.input_qspec_map.items()):
                 if not all(_is_observed(source) for source in _spec_sources(spec)):
                     del annotation.input_qspec_map[producer]
+                    lost_input.add(node)
                     changed = True
+            if node in lost_input and _observes_weights_only(annotation):
+                node.meta.pop(ANNOTATION_KEY)
+                changed = True
+                continue
             if not all(_is_observed(source) for source in _spec_sources(annotation.output_qspec)):
                 annotation.output_qspec = None
                 changed = True

@@ -458,6 +458,38 @@ def test_conv_called_twice_is_quantized_at_every_call_with_one_range_under_w4(ru
     assert report["check"]["outputs"][0]["rel_l2"] <= 1e-6, report["check"]
 
 
+class LinearChain(nn.Module):
+    """fc2 reads fc1's output directly (no op in between), as the camera trunk's embed_pose reads pose_branch.fc2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(32, 64), nn.Linear(64, 64), nn.Linear(64, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc3(F.relu(self.fc2(self.fc1(x))))
+
+
+@pytest.mark.parametrize("recipe", ["xnnpack-int8", "qnn-8a8w"])
+def test_layer_reading_a_kept_float_layer_directly_stays_float_whole(recipe):
+    """Keeping fc1 float took the input quantization off fc2 (it reads fc1's output) but left its weight
+    quantized: a dequantized weight under a float input, which XNNPACK has no kernel for, so the weight's
+    dequantize fell outside the delegate and `to_executorch` failed ("Missing out variants:
+    dequantize_per_channel"). Such a layer now stays float whole, and is reported so."""
+    torch.manual_seed(0)
+    model = LinearChain().eval()
+    xs = [torch.randn(8, 32, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    program = torch.export.export(model, (xs[0],))
+    result = quantize_program(program, recipe, xs, keep_float=["fc1"], progress=False)
+    assert result.quantized_layers == ["fc3"] and result.float_layers == ["fc1", "fc2"]
+    weights = [str(n.args[1].target) for n in _nodes(result.program, "aten.linear")]
+    assert ["dequantize" in w for w in weights] == [False, False, True], weights
+    if recipe.startswith("xnnpack"):
+        _, output, outside = _lower_and_run(result.program, xs[1])
+        assert not outside, outside
+        with torch.no_grad():
+            assert _rel_l2(output, model(xs[1])) < 0.05
+
+
 class OddInputs(nn.Module):
     """A linear with 9 inputs (as VGGT's camera head embeds its 9-number pose encoding) before wider ones."""
 
