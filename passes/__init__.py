@@ -37,6 +37,8 @@ from .manager import (
     run_passes,
     run_pipeline,
 )
+from .manual_attention import lift_manual_attention
+from .masks import constant_masked_fill
 from .partitioning import contiguous_partitions, lean_xnnpack_partitioner
 from .pixel_shuffle import decompose_pixel_shuffle
 from .rank import float_scalars, signed_expm1, sink_reshapes, split_permutes
@@ -49,6 +51,8 @@ __all__ = [
     "DEFAULT_ATTENTION_BUDGET",
     "attention_intermediates",
     "bound_attention",
+    "constant_masked_fill",
+    "lift_manual_attention",
     "parse_budget",
     "BACKENDS",
     "PASSES",

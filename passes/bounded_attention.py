@@ -9,7 +9,8 @@ softmax, no approximation. Run it before `decompose_sdpa`, which then writes out
 emitted one after the other, so a backend that plans memory by liveness (XNNPACK) reuses one block's space.
 
 `is_causal` becomes an explicit (constant) mask, sliced per block; constant masks are sliced here, others
-with `slice` nodes.
+with `slice` nodes. Attention written out by hand (bmm → scale → mask → softmax → bmm, manual_attention.py)
+whose scores exceed the budget is first taken as the SDPA it computes, then split the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .graph_utils import (
     finalize,
     static_shape,
 )
+from .manual_attention import lift_manual_attention
 from .sdpa import SDPA_OPS, _arg
 
 logger = logging.getLogger(__name__)
@@ -173,6 +175,10 @@ def bound_attention(
     if budget is None:
         return ep, 0
     graph = ep.graph
+    # Attention written out by hand (bmm, softmax, bmm) over the budget becomes an SDPA first, split below.
+    lifted = lift_manual_attention(ep, lambda found: found.score_bytes > budget)
+    if lifted:
+        logger.info("bound_attention: %d hand-written attention(s) over the budget taken as SDPA", lifted)
     count = 0
     for node in [n for n in graph.nodes if n.op == "call_function" and n.target in SDPA_OPS]:
         q, k, v = node.args[:3]
@@ -221,6 +227,8 @@ def bound_attention(
         node.replace_all_uses_with(out)
         graph.erase_node(node)
         count += 1
+    for name, size in (item for item in attention_intermediates(ep) if item[1] > budget):
+        logger.warning("bound_attention: %s keeps %d bytes of attention scores (over the budget)", name, size)
     return finalize(ep), count
 
 

@@ -35,6 +35,7 @@ from .fold_constants import fold_constants
 from .graph_utils import PassError, copy_program
 from .layer_norm import decompose_layer_norm, decompose_rms_norm
 from .layout import simplify_layout
+from .masks import constant_masked_fill
 from .pixel_shuffle import decompose_pixel_shuffle
 from .rank import float_scalars, signed_expm1, sink_reshapes, split_permutes
 from .reductions import reduce_means
@@ -67,6 +68,7 @@ PASSES: dict[str, PassFn] = {
     "broadcast_expand": broadcast_expand,
     "split_permutes": split_permutes,
     "pixel_shuffle": decompose_pixel_shuffle,
+    "constant_masked_fill": constant_masked_fill,
 }
 
 
@@ -100,6 +102,7 @@ SELECT_TO_SLICE = GraphPass("select_to_slice")
 SIMPLIFY = GraphPass("simplify_layout")
 PIXEL_SHUFFLE = GraphPass("pixel_shuffle")
 SINK = GraphPass("sink_reshapes")
+MASKED_FILL = GraphPass("constant_masked_fill")
 BOUND = GraphPass("bound_attention")
 SDPA = GraphPass("decompose_sdpa")
 SPLIT_HEAD_SDPA = GraphPass("split_head_sdpa")
@@ -122,7 +125,7 @@ _TAIL = [REFOLD, REFLOAT, RESIMPLIFY]
 PIPELINES: dict[str, list[GraphPass]] = {
     # XNNPACK takes neither LayerNorm/RMSNorm nor select/expand, nor a mean that is not 4-D over (2, 3).
     "xnnpack": _HEAD
-    + [BOUND, SDPA, LAYER_NORM, RMS_NORM, ACTIVATIONS, ROTATE_HALF, EXPM1, MEANS, EXPAND]
+    + [MASKED_FILL, BOUND, SDPA, LAYER_NORM, RMS_NORM, ACTIVATIONS, ROTATE_HALF, EXPM1, MEANS, EXPAND]
     + _TAIL,
     # QNN HTP has a LayerNorm op, wants single-head attention and rank <= 4.
     "qnn": _HEAD + [BOUND, SPLIT_HEAD_SDPA, ROTATE_HALF, PUSH_SLICES, SPLIT_PERMUTES] + _TAIL,
@@ -149,6 +152,9 @@ ORDER = [
     ),
     # Permutes are split after the last pass that composes or moves them (push_slices).
     _before(PUSH_SLICES, SPLIT_PERMUTES),
+    # masked_fill's mask must be a folded constant; the added mask it becomes is what bound_attention lifts.
+    _before(FOLD, MASKED_FILL),
+    _before(MASKED_FILL, BOUND),
     # Attention is cut into bounded blocks while it is still one SDPA node; the rewrites then see each block.
     *(_before(BOUND, s) for s in (SDPA, SPLIT_HEAD_SDPA)),
     # Single-head attention first: its per-head slices are what push_slices moves.

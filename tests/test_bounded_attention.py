@@ -6,7 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from toy_transformers import SdpaVariants, export_toy, image_input, sdpa_inputs, toy_vit
+from toy_transformers import (
+    HandWrittenAttention,
+    SdpaVariants,
+    export_toy,
+    image_input,
+    sdpa_inputs,
+    toy_vit,
+)
 
 import vggt_et.passes as P
 from vggt_et.passes.bounded_attention import plan_blocks
@@ -77,6 +84,45 @@ def test_blocks_share_their_inputs_work():
     assert targets.count(aten.reshape.default) + targets.count(aten.view.default) <= 4
     assert targets.count(aten.slice.Tensor) <= blocks + 3 * groups
     assert rel_l2(out.module()(*args), SdpaVariants("scale").eval()(*args)) <= 1e-5
+
+
+def _hand_written_inputs(lead=(2, 2), n: int = 10) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(*lead, n, 8, generator=g) for _ in range(3))
+    return q, k, v, torch.randn(lead[0], *([1] * (len(lead) - 1)), n, n, generator=g)
+
+
+@pytest.mark.parametrize("mode", ["mul", "div", "q_scaled", "mask", "mask_left", "fill", "softmax_dtype"])
+@pytest.mark.parametrize("lead", [(2, 2), (3,)], ids=["4d", "3d"])
+def test_hand_written_attention_is_bounded_like_sdpa(mode, lead):
+    """Attention written out (matmul, scale, mask, softmax, matmul) over the budget is taken as the SDPA it
+    computes and split like one: no score block above the budget, same result."""
+    model, args = HandWrittenAttention(mode).eval(), _hand_written_inputs(lead)
+    ep = export_toy(model, args)
+    whole = P.decompose_sdpa(copy_program(ep))[0]
+    assert max(b for _, b in P.attention_intermediates(whole)) > 120
+    out, n = bounded(ep, 120)  # 3 rows of 10 scores per block
+    assert n == 1 and sdpa_count(out) == 0
+    assert max(b for _, b in P.attention_intermediates(out)) <= 120
+    with torch.no_grad():
+        assert rel_l2(out.module()(*args), model(*args)) <= 1e-5
+
+
+@pytest.mark.parametrize("mode", ["probs_out", "mask_then_scale"])
+def test_hand_written_attention_sdpa_cannot_express_stays_whole(mode, caplog):
+    """Probabilities the program also returns must exist whole; a mask scaled with the scores is not SDPA's
+    form. Both stay as written (same result), and the pass says which scores stay over the budget."""
+    model, args = HandWrittenAttention(mode).eval(), _hand_written_inputs()
+    ep = export_toy(model, args)
+    with caplog.at_level("WARNING"):
+        out, n = P.bound_attention(copy_program(ep), 120)
+    assert n == 0 and "over the budget" in caplog.text
+    with torch.no_grad():
+        got, want = out.module()(*args), model(*args)
+    for g, w in zip(
+        got if mode == "probs_out" else [got], want if mode == "probs_out" else [want], strict=True
+    ):
+        assert rel_l2(g, w) <= 1e-6
 
 
 def test_budget_none_and_large_budget_leave_attention_whole():

@@ -3,7 +3,9 @@
 Every member, after the XNNPACK list: no SDPA or norm op left; the same function as the original program
 (rel. L2 <= 1e-5, fp32); a second run of the list changes nothing; lowered, one XNNPACK segment with no
 compute op outside; run by the ExecuTorch runtime, outputs equal to eager. The QNN and TFLite lists keep
-what they promise: no SDPA, same function, rank <= 4. 30 members in the fast tier, 60 more under -m slow.
+what they promise: no SDPA, same function, rank <= 4. With a tiny budget, bound_attention splits every
+member's attention (SDPA or written out by hand) within it, exactly. 30 members in the fast tier, 60 more
+under -m slow.
 """
 
 from __future__ import annotations
@@ -77,6 +79,24 @@ def check_qnn_tflite(member: Member) -> None:
         assert rel_l2(out.module()(*args), ref) <= 1e-5, f"{backend} {member.name}"
 
 
+# Small enough that every member's attention is split into blocks of rows (a score row is <= 9 tokens).
+BOUNDED_BUDGET = 128
+
+
+def check_bounded(member: Member) -> None:
+    """With a tiny attention budget, the XNNPACK and QNN lists split every attention, SDPA or written out by
+    hand, into blocks within the budget, and the program computes the same function."""
+    ep, args, ref = _exported(member)
+    assert P.attention_intermediates(P.apply(ep, "xnnpack")), f"{member.name}: no attention found"
+    for backend in ("xnnpack", "qnn"):
+        out = P.apply_with_report(
+            ep, backend, configured={"bound_attention": lambda e: P.bound_attention(e, BOUNDED_BUDGET)}
+        )[0]
+        worst = max(size for _, size in P.attention_intermediates(out))
+        assert worst <= BOUNDED_BUDGET, f"{backend} {member.name}: {worst} bytes of scores"
+        assert rel_l2(out.module()(*args), ref) <= 1e-5, f"{backend} {member.name}"
+
+
 def _failure(member: Member) -> str | None:
     """`check_xnnpack` in a worker process: None, or the failure as text (tracebacks do not cross processes)."""
     torch.set_num_threads(1)
@@ -117,6 +137,11 @@ def test_qnn_and_tflite_lists_on_family(member, one_thread):
 @pytest.mark.parametrize("member", SLOW, ids=lambda m: f"m{m.seed}")
 def test_qnn_and_tflite_lists_on_family_slow(member, one_thread):
     check_qnn_tflite(member)
+
+
+@pytest.mark.parametrize("member", FAST, ids=lambda m: f"m{m.seed}")
+def test_bounded_attention_on_family(member, one_thread):
+    check_bounded(member)
 
 
 def test_family_is_seeded_and_covers_every_feature():

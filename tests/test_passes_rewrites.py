@@ -441,3 +441,25 @@ def test_xnnpack_only_passes_leave_delegable_forms():
     gone = {aten.expand.default, aten.silu.default, aten.rms_norm.default, aten.gelu.default}
     assert not targets(out) & gone
     assert P.max_compute_rank(P.apply(ep, "qnn").graph) <= 4
+
+
+class ConstantMaskedFill(nn.Module):
+    """masked_fill with masks built from constants: a causal -inf fill and a finite fill of a window."""
+
+    def forward(self, x):  # x [2, 6, 6]
+        n = x.shape[-1]
+        future = torch.ones(n, n, dtype=torch.bool).triu(1)
+        far = (torch.arange(n)[:, None] - torch.arange(n)[None, :]).abs() > 2
+        return x.masked_fill(future, float("-inf")).softmax(-1) + x.masked_fill(far, -3.5)
+
+
+def test_constant_masked_fill_becomes_arithmetic_and_lowers_whole():
+    """ExecuTorch lowers masked_fill to where + scalar_tensor, which XNNPACK does not take: the program split
+    into segments around them. With its mask a constant, the fill is exact adds and multiplies."""
+    model, x = ConstantMaskedFill().eval(), torch.randn(2, 6, 6)
+    ep = P.fold_constants(export_toy(model, (x,)))[0]
+    out, n = run(P.constant_masked_fill, ep)
+    assert n == 2 and aten.masked_fill.Scalar not in targets(out)
+    assert rel_err(out.module()(x), model(x)) == 0.0
+    cov = P.coverage(P.lower_xnnpack(P.apply(ep, "xnnpack")).exported_program())
+    assert (cov["delegate_segments"], cov["non_delegated"]) == (1, {}), cov

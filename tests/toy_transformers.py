@@ -9,6 +9,8 @@ position grid. Shared with other test files (read-only for them).
 
 from __future__ import annotations
 
+import math
+
 import einops
 import torch
 import torch.nn.functional as F
@@ -211,6 +213,39 @@ class SdpaVariants(nn.Module):
         return F.scaled_dot_product_attention(q, k, v)
 
 
+class HandWrittenAttention(nn.Module):
+    """Attention written out (no SDPA call), in the forms real code uses: the scale on the scores (`mul`,
+    `div`) or on q, a float mask added on either side, a bool mask filled in with -inf, softmax with its
+    dtype spelled out; "probs_out" also returns the probabilities (they must stay whole), "mask_then_scale"
+    scales the mask too (not SDPA's form, left alone)."""
+
+    def __init__(self, mode: str = "mul") -> None:
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor):
+        mode, d = self.mode, q.shape[-1]
+        if mode == "q_scaled":
+            scores = (q * d**-0.5) @ k.transpose(-2, -1)
+        elif mode == "div":
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(d)
+        else:
+            scores = (q @ k.transpose(-2, -1)) * d**-0.5
+        if mode in ("mask", "probs_out"):
+            scores = scores + mask
+        elif mode == "mask_left":
+            scores = mask + scores
+        elif mode == "fill":
+            scores = scores.masked_fill(mask < -1.0, float("-inf"))
+        elif mode == "mask_then_scale":
+            scores = (q @ k.transpose(-2, -1) + mask) * 0.5
+        probs = (
+            F.softmax(scores, dim=-1, dtype=torch.float32) if mode == "softmax_dtype" else scores.softmax(-1)
+        )
+        out = probs @ v
+        return (out, probs) if mode == "probs_out" else out
+
+
 def sdpa_inputs(
     b: int = 2, heads: int = 2, n: int = 6, d: int = 8, seed: int = 0
 ) -> tuple[torch.Tensor, ...]:
@@ -228,4 +263,12 @@ def export_toy(model: nn.Module, args: tuple[torch.Tensor, ...]) -> torch.export
         return torch.export.export(model, args, strict=False)
 
 
-__all__ = ["ToyViT", "SdpaVariants", "toy_vit", "sdpa_inputs", "image_input", "export_toy"]
+__all__ = [
+    "ToyViT",
+    "SdpaVariants",
+    "HandWrittenAttention",
+    "toy_vit",
+    "sdpa_inputs",
+    "image_input",
+    "export_toy",
+]

@@ -9,6 +9,9 @@ shuffled cycle), so a few dozen members cover every value and many pairings:
 - blocks: encoder blocks, optionally followed by a decoder block (learned queries repeated over the batch
   with einops.repeat, causal self-attention, cross-attention to the encoder tokens);
 - attention masks: none, bool, additive float, causal (`is_causal`), or `zeros(N, M)[:, k:] = -inf`;
+- attention: `F.scaled_dot_product_attention`, or written out by hand (`q @ kᵀ * scale`, the mask added or
+  filled in with `masked_fill(-inf)`, softmax, `@ v`), as timm's `fused_attn=False` and Hugging Face's eager
+  attention do;
 - RoPE: none, 1-D (token index) or 2-D (row/column halves), rotate-half;
 - qkv split: einops.rearrange, reshape + index, chunk, or unbind;
 - norms: LayerNorm, nn.RMSNorm, hand-written RMSNorm, with or without a per-head QK-norm;
@@ -48,6 +51,7 @@ CHOICES: dict[str, tuple] = {
     "prefix_by": ("repeat", "expand"),
     "output": ("tokens", "mean", "concat_mean"),
     "depth": (1, 2),
+    "attention": ("sdpa", "manual"),
 }
 
 
@@ -69,6 +73,7 @@ class Member:
     prefix_by: str
     output: str
     depth: int
+    attention: str
 
     @property
     def name(self) -> str:
@@ -182,6 +187,18 @@ def attention_mask(kind: str, n: int, m: int) -> torch.Tensor | None:
     return None
 
 
+def manual_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """SDPA written out: a bool mask (True = attend) filled in with -inf, a float mask added."""
+    scores = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
+    if mask is not None and mask.dtype == torch.bool:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    elif mask is not None:
+        scores = scores + mask
+    return scores.softmax(dim=-1) @ v
+
+
 class Attention(nn.Module):
     def __init__(self, spec: Member, cross: bool = False) -> None:
         super().__init__()
@@ -225,9 +242,11 @@ class Attention(nn.Module):
         if mask_kind == "causal" and n != m:
             mask_kind = "fill"
         mask = attention_mask(mask_kind, n, m)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal or mask_kind == "causal"
-        )
+        is_causal = causal or mask_kind == "causal"
+        if spec.attention == "manual":
+            out = manual_attention(q, k, v, torch.ones(n, m, dtype=torch.bool).tril() if is_causal else mask)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
         if spec.split == "einops":
             out = einops.rearrange(out, "b h n d -> b n (h d)")
         else:
