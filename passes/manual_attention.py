@@ -1,11 +1,13 @@
-"""Recognise attention written out by hand (bmm → scale → mask → softmax → bmm) as one SDPA node.
+"""Recognise attention written out by hand (q·kᵀ → scale → mask → softmax → ·v) as one SDPA node.
 
 Many transformers do not call `F.scaled_dot_product_attention`: timm's `fused_attn=False`, Hugging Face's
-"eager" attention and most hand-rolled blocks compute `softmax(q @ kᵀ * scale + mask) @ v` themselves.
-After export (and our head passes) that is a `bmm` on [G, N, D] × [G, D, M], optional reshapes of the
-scores to their lead shape ([B, H, N, M]), a multiply or divide by a scalar, an additive mask or a
-`masked_fill(…, -inf)`, a softmax over the last dim and a second `bmm` with v. `lift_manual_attention`
-replaces such a chain by the equivalent SDPA, so that `bound_attention` can split it like any other.
+"eager" attention, `nn.MultiheadAttention` asked for its weights, and most hand-rolled blocks compute
+`softmax(q @ kᵀ * scale + mask) @ v` themselves. In an exported graph that is a batched product (`bmm`,
+`matmul`, a two-operand `einsum`, or `baddbmm` with the mask as its addend) giving the scores, optional
+reshapes of the scores' leading dims, a multiply or divide by a scalar, an additive float mask or a
+`masked_fill(…, -inf)`, a softmax over the last dim, and a second product with v.
+`lift_manual_attention` replaces such a chain by the equivalent SDPA, so that `bound_attention` can split
+it like any other.
 
 A chain is lifted only when every intermediate has one user (probabilities returned or reused elsewhere
 must stay materialised) and its form is exactly SDPA's: the scale applied before the mask, no dtype change.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,14 +36,81 @@ _VIEWS = (aten.reshape.default, aten.view.default, aten._unsafe_view.default)
 _SAME_DTYPE_COPIES = (aten._to_copy.default, aten.to.dtype, aten.clone.default)
 
 
+@dataclass(frozen=True)
+class Product:
+    """A batched matrix product `a @ b` (b given transposed, `a @ bᵀ`, when `b_transposed`), same batch dims."""
+
+    a: Node
+    b: Node
+    b_transposed: bool
+
+
+def _einsum_product(node: Node) -> Product | None:
+    """'…ik,…jk->…ij' (b transposed) or '…ik,…kj->…ij': the same batch letters in the same order, or a
+    leading '...' on all three terms (batch dims equal: checked on the shapes)."""
+    equation, operands = node.args[0], node.args[1]
+    if not isinstance(equation, str) or len(operands) != 2:
+        return None
+    match = re.fullmatch(r"([\w.]+),([\w.]+)->([\w.]+)", equation.replace(" ", ""))
+    if match is None:
+        return None
+    terms = match.groups()
+    if all(t.startswith("...") for t in terms):
+        terms, least = tuple(t[3:] for t in terms), 2
+    else:
+        least = 3
+    x, y, z = terms
+    if "." in x + y + z or not (len(x) == len(y) == len(z) >= least and x[:-2] == y[:-2] == z[:-2]):
+        return None
+    (i, k), j = x[-2:], z[-1]
+    if len(set(x + y)) != len(x) + 1 or z[-2] != i or j in x:
+        return None
+    if y[-2:] == j + k:
+        return Product(operands[0], operands[1], True)
+    return Product(operands[0], operands[1], False) if y[-2:] == k + j else None
+
+
+def batched_product(node: object) -> Product | None:
+    """The product a `bmm`, `matmul` (equal ranks >= 3, equal batch dims: no broadcasting) or two-operand
+    `einsum` computes, else None."""
+    if not isinstance(node, Node) or node.op != "call_function":
+        return None
+    if node.target is aten.einsum.default:
+        found = _einsum_product(node)
+    elif node.target in (aten.bmm.default, aten.matmul.default):
+        found = Product(node.args[0], node.args[1], False)
+    else:
+        return None
+    if found is None or not all(isinstance(x, Node) for x in (found.a, found.b)):
+        return None
+    a, b = static_shape(found.a), static_shape(found.b)
+    return found if a is not None and b is not None and len(a) == len(b) >= 3 and a[:-2] == b[:-2] else None
+
+
+def _baddbmm_product(node: Node) -> tuple[Product, Node] | None:
+    """baddbmm(mask, q, kᵀ) with beta = alpha = 1: the scores plus an additive mask (nn.MultiheadAttention)."""
+    if (
+        node.target is not aten.baddbmm.default
+        or node.kwargs.get("beta", 1) != 1
+        or node.kwargs.get("alpha", 1) != 1
+    ):
+        return None
+    mask, a, b = node.args[:3]
+    if len(node.args) > 3 or not isinstance(mask, Node) or not mask.meta["val"].is_floating_point():
+        return None
+    return Product(a, b, False), mask
+
+
 @dataclass
 class ManualAttention:
-    """One matched chain: its operands as the first bmm sees them, and what lies between the two bmms."""
+    """One matched chain: the products at its ends and what it computes between them."""
 
-    scores: Node  # bmm / matmul(q [*L, N, D], kᵀ [*L, D, M])
-    out: Node  # bmm / matmul(probabilities [*L', N, M], v [*L', M, Dv])
+    scores: Node  # q·kᵀ [*L, N, M]
+    qk: Product
+    out: Node  # probabilities · v [*L', N, Dv]
+    pv: Product
     chain: list[Node]  # scores … out, in graph order
-    lead: list[int]  # the scores' leading dims where the mask meets them (prod == G)
+    lead: list[int]  # the scores' leading dims where the mask meets them
     scale: float
     mask: Node | None
     mask_is_keep: bool  # a bool mask of the positions to keep (SDPA's convention), from masked_fill(-inf)
@@ -48,14 +118,6 @@ class ManualAttention:
     @property
     def score_bytes(self) -> int:
         return self.scores.meta["val"].numel() * self.scores.meta["val"].dtype.itemsize
-
-
-def _is_batched_matmul(node: object) -> bool:
-    """bmm, or matmul of two tensors of one rank >= 3 with the same leading dims (no broadcasting)."""
-    if not isinstance(node, Node) or node.target not in (aten.bmm.default, aten.matmul.default):
-        return False
-    a, b = (static_shape(x) if isinstance(x, Node) else None for x in node.args[:2])
-    return a is not None and b is not None and len(a) == len(b) >= 3 and a[:-2] == b[:-2]
 
 
 def _only_user(node: Node) -> Node | None:
@@ -79,24 +141,36 @@ def _scalar(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def _softmax_in_place(softmax: Node) -> bool:
+    """A softmax over the last dim that keeps the scores' dtype."""
+    if softmax.target not in _SOFTMAX:
+        return False
+    if softmax.args[1] not in (-1, softmax.meta["val"].dim() - 1):
+        return False
+    if softmax.target is aten._softmax.default:
+        return not softmax.args[2]  # half_to_float
+    dtype = softmax.args[2] if len(softmax.args) > 2 else softmax.kwargs.get("dtype")
+    return dtype is None or dtype == softmax.args[0].meta["val"].dtype
+
+
 def match_manual_attention(softmax: Node) -> ManualAttention | None:
     """The chain around `softmax` when it is a hand-written attention SDPA can express, else None."""
-    rank = softmax.meta["val"].dim()
-    if softmax.target not in _SOFTMAX or softmax.args[1] not in (-1, rank - 1):
+    if not _softmax_in_place(softmax):
         return None
-    if softmax.target is aten._softmax.default and softmax.args[2]:
-        return None  # half_to_float changes the dtype
-    dtype = softmax.args[2] if softmax.target is aten.softmax.int and len(softmax.args) > 2 else None
-    if dtype is not None and dtype != softmax.args[0].meta["val"].dtype:
-        return None  # softmax in another precision than the scores'
     chain, scale, scaled, mask, keep, lead = [softmax], 1.0, False, None, False, None
-    node = softmax.args[0]
-    while True:  # walk up to the bmm that made the scores; `chain` is in reverse graph order
+    node, qk = softmax.args[0], None
+    while qk is None:  # walk up to the product that made the scores; `chain` is in reverse graph order
         if not isinstance(node, Node) or node.op != "call_function" or _only_user(node) is not chain[-1]:
             return None
         chain.append(node)
         up = node.args[0]
-        if _is_batched_matmul(node):
+        if (qk := batched_product(node)) is not None:
+            break
+        if (with_mask := _baddbmm_product(node)) is not None:
+            if mask is not None or scaled:  # a second mask, or a scale applied to the mask too
+                return None
+            qk, mask = with_mask
+            lead = static_shape(node)[:-2]
             break
         if node.target in _VIEWS:
             if not _keeps_last_two(node):
@@ -113,7 +187,7 @@ def match_manual_attention(softmax: Node) -> ManualAttention | None:
             # SDPA. A float mask added to the scores (either side of the add).
             if node.kwargs.get("alpha", 1) != 1:
                 return None
-            sides = [i for i in (0, 1) if _leads_to_bmm(node.args[i], node)]
+            sides = [i for i in (0, 1) if _is_scores_side(node.args[i], node)]
             if len(sides) != 1:
                 return None
             up, mask = node.args[sides[0]], node.args[1 - sides[0]]
@@ -129,29 +203,27 @@ def match_manual_attention(softmax: Node) -> ManualAttention | None:
             return None
         node = up
     scores = chain[-1]
-    out = _walk_down_to_bmm(softmax, chain)
-    if out is None:
+    found = _walk_down_to_product(softmax, chain)
+    if found is None:
         return None
-    *score_lead, _, m = static_shape(scores)
+    out, pv = found
     lead = lead if lead is not None else static_shape(softmax)[:-2]
-    v_shape = static_shape(out.args[1])
-    if (
-        math.prod(lead) != math.prod(score_lead)
-        or math.prod(v_shape[:-2]) != math.prod(lead)
-        or v_shape[-2] != m
-    ):
+    m = static_shape(scores)[-1]
+    v_shape = static_shape(pv.b)
+    v_lead, v_rows = (v_shape[:-2], v_shape[-1] if pv.b_transposed else v_shape[-2])
+    if math.prod(lead) != math.prod(static_shape(scores)[:-2]) or math.prod(v_lead) != math.prod(lead):
         return None
-    if mask is not None and mask.meta["val"].dim() > len(lead) + 2:
+    if v_rows != m or (mask is not None and mask.meta["val"].dim() > len(lead) + 2):
         return None
     chain.reverse()
-    return ManualAttention(scores, out, chain, list(lead), scale, mask, keep)
+    return ManualAttention(scores, qk, out, pv, chain, list(lead), scale, mask, keep)
 
 
-def _leads_to_bmm(node: object, user: Node) -> bool:
-    """Whether `node` (read by `user` alone) comes from a bmm through single-user views, copies and scalar
-    scales: the scores' side of an add, not a mask or a position bias."""
+def _is_scores_side(node: object, user: Node) -> bool:
+    """Whether `node` (read by `user` alone) comes from a product through single-user views, copies and
+    scalar scales: the scores' side of an add, not a mask or a position bias."""
     while isinstance(node, Node) and node.op == "call_function" and _only_user(node) is user:
-        if _is_batched_matmul(node):
+        if batched_product(node) is not None:
             return True
         scalar_op = node.target in (aten.mul.Tensor, aten.div.Tensor) and _scalar(node.args[1]) is not None
         if not (node.target in (*_VIEWS, *_SAME_DTYPE_COPIES) or scalar_op):
@@ -160,19 +232,19 @@ def _leads_to_bmm(node: object, user: Node) -> bool:
     return False
 
 
-def _walk_down_to_bmm(softmax: Node, chain: list[Node]) -> Node | None:
-    """From the softmax through views/copies to the bmm that takes the probabilities first; appended to chain
-    (which is in reverse order: softmax first, so these go in front)."""
+def _walk_down_to_product(softmax: Node, chain: list[Node]) -> tuple[Node, Product] | None:
+    """From the softmax through views/copies to the product that takes the probabilities as its left
+    operand; those nodes go in front of `chain` (which is in reverse graph order)."""
     node, below = softmax, []
     while True:
         user = _only_user(node)
         if user is None or user.op != "call_function":
             return None
-        if _is_batched_matmul(user):
-            if user.args[0] is not node:
+        if (pv := batched_product(user)) is not None:
+            if pv.a is not node or pv.b is node:
                 return None
             chain[:0] = [user, *reversed(below)]
-            return user
+            return user, pv
         if not (user.target in _VIEWS and _keeps_last_two(user)) and not _is_same_dtype_copy(user):
             return None
         below.append(user)
@@ -185,6 +257,10 @@ def _with_lead(graph, x: Node, lead: list[int], like: Node) -> Node:
     if shape[:-2] == lead:
         return x
     return emit(graph, aten.reshape.default, (x, [*lead, *shape[-2:]]), like=like)
+
+
+def _transposed(graph, x: Node, transpose: bool, like: Node) -> Node:
+    return emit(graph, aten.transpose.int, (x, -2, -1), like=like) if transpose else x
 
 
 def _kept_positions(ep: ExportedProgram, filled: Node, like: Node) -> Node:
@@ -204,11 +280,11 @@ def lift_manual_attention(ep: ExportedProgram, wanted: Callable[[ManualAttention
         found = match_manual_attention(softmax)
         if found is None or not wanted(found):
             continue
-        q, kt = found.scores.args
-        v = found.out.args[1]
         like = found.out
         with graph.inserting_before(found.out):
-            k = emit(graph, aten.transpose.int, (kt, -2, -1), like=like)
+            q = found.qk.a
+            k = _transposed(graph, found.qk.b, not found.qk.b_transposed, like)  # scores = q @ kᵀ
+            v = _transposed(graph, found.pv.b, found.pv.b_transposed, like)
             operands = [_with_lead(graph, x, found.lead, like) for x in (q, k, v)]
             mask = _kept_positions(ep, found.mask, like) if found.mask_is_keep else found.mask
             args = (*operands, mask) if mask is not None else tuple(operands)
@@ -223,4 +299,4 @@ def lift_manual_attention(ep: ExportedProgram, wanted: Callable[[ManualAttention
     return count
 
 
-__all__ = ["ManualAttention", "lift_manual_attention", "match_manual_attention"]
+__all__ = ["ManualAttention", "Product", "batched_product", "lift_manual_attention", "match_manual_attention"]

@@ -92,7 +92,9 @@ def _hand_written_inputs(lead=(2, 2), n: int = 10) -> tuple[torch.Tensor, ...]:
     return q, k, v, torch.randn(lead[0], *([1] * (len(lead) - 1)), n, n, generator=g)
 
 
-@pytest.mark.parametrize("mode", ["mul", "div", "q_scaled", "mask", "mask_left", "fill", "softmax_dtype"])
+@pytest.mark.parametrize(
+    "mode", ["mul", "div", "q_scaled", "mask", "mask_left", "fill", "softmax_dtype", "einsum", "einsum_kt"]
+)
 @pytest.mark.parametrize("lead", [(2, 2), (3,)], ids=["4d", "3d"])
 def test_hand_written_attention_is_bounded_like_sdpa(mode, lead):
     """Attention written out (matmul, scale, mask, softmax, matmul) over the budget is taken as the SDPA it
@@ -123,6 +125,40 @@ def test_hand_written_attention_sdpa_cannot_express_stays_whole(mode, caplog):
         got if mode == "probs_out" else [got], want if mode == "probs_out" else [want], strict=True
     ):
         assert rel_l2(g, w) <= 1e-6
+
+
+class TorchAttention(nn.Module):
+    """torch's own layers: nn.MultiheadAttention asked for its weights (bmm, or baddbmm with the mask as its
+    addend, softmax, bmm; the averaged weights unused) and nn.TransformerEncoderLayer (SDPA)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.mha = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.encoder = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "encoder":
+            return self.encoder(x)
+        n = x.shape[1]
+        mask = torch.ones(n, n, dtype=torch.bool).triu(1) if self.kind == "mha_causal" else None
+        return self.mha(x, x, x, attn_mask=mask, need_weights=True)[0]
+
+
+@pytest.mark.parametrize("kind", ["mha", "mha_causal", "encoder"])
+def test_torch_attention_layers_bounded_through_xnnpack_list_lower_whole(kind):
+    torch.manual_seed(0)
+    model, args = TorchAttention(kind).eval(), (torch.randn(2, 12, 16),)
+    ep = export_toy(model, args)
+    out, reports = P.apply_with_report(
+        ep, "xnnpack", configured={"bound_attention": lambda e: P.bound_attention(e, 200)}
+    )
+    assert {r.name: r.matches for r in reports}["bound_attention"] == 1
+    assert max(b for _, b in P.attention_intermediates(out)) <= 200
+    with torch.no_grad():
+        assert rel_l2(out.module()(*args), model(*args)) <= 1e-5
+    cov = P.coverage(P.lower_xnnpack(out).exported_program())
+    assert (cov["delegate_segments"], cov["non_delegated"]) == (1, {}), cov
 
 
 def test_budget_none_and_large_budget_leave_attention_whole():

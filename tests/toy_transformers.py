@@ -216,7 +216,7 @@ class SdpaVariants(nn.Module):
 class HandWrittenAttention(nn.Module):
     """Attention written out (no SDPA call), in the forms real code uses: the scale on the scores (`mul`,
     `div`) or on q, a float mask added on either side, a bool mask filled in with -inf, softmax with its
-    dtype spelled out; "probs_out" also returns the probabilities (they must stay whole), "mask_then_scale"
+    dtype spelled out, einsum products (k or v transposed); "probs_out" also returns the probabilities (they must stay whole), "mask_then_scale"
     scales the mask too (not SDPA's form, left alone)."""
 
     def __init__(self, mode: str = "mul") -> None:
@@ -229,6 +229,11 @@ class HandWrittenAttention(nn.Module):
             scores = (q * d**-0.5) @ k.transpose(-2, -1)
         elif mode == "div":
             scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(d)
+        elif mode == "einsum":  # k as is; v given transposed
+            probs = (torch.einsum("...nd,...md->...nm", q, k) * d**-0.5).softmax(-1)
+            return torch.einsum("...nm,...dm->...nd", probs, v.transpose(-2, -1))
+        elif mode == "einsum_kt":  # k given transposed
+            scores = torch.einsum("...nd,...dm->...nm", q, k.transpose(-2, -1)) * d**-0.5
         else:
             scores = (q @ k.transpose(-2, -1)) * d**-0.5
         if mode in ("mask", "probs_out"):
