@@ -164,3 +164,26 @@ def test_benchmark_checks_every_k_against_its_fixed_program(multi, fixed, tmp_pa
     assert f"multi-method program: {Path(multi).stat().st_size / 2**20:.1f} MiB" in table
     # Without --keep-pte the benchmark removes its programs (GiBs each on VGGT-1B): here, the links.
     assert not list(out.glob("*.pte"))
+
+
+def test_frames_beside_max_frames_is_refused_not_ignored(tmp_path):
+    """`--frames 2 --max-frames 4` compiled the 1..4 program and dropped --frames without a word."""
+    out = tmp_path / "m.pte"
+    args = [
+        "compile",
+        "--preset",
+        "tiny",
+        "--random-weights",
+        "--max-frames",
+        "4",
+        "--frames",
+        "2",
+        "-o",
+        str(out),
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert [line for line in result.output.splitlines() if line.strip()] == [
+        "vggt-et: error: --max-frames 4 makes one program for 1..4 frames and replaces --frames 2; drop one of them"
+    ]
+    assert list(tmp_path.iterdir()) == []

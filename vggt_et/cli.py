@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from vggt_et.options import (
     BACKENDS,
@@ -266,6 +267,12 @@ def compile(**kw) -> None:  # noqa: A001 - the command's name
     """Compile VGGT into a .pte program (plus a JSON report)."""
     from vggt_et.commands.compile import compile_command
 
+    given = click.get_current_context().get_parameter_source("frames") is not ParameterSource.DEFAULT
+    if kw["max_frames"] is not None and given:
+        raise UserError(
+            f"--max-frames {kw['max_frames']} makes one program for 1..{kw['max_frames']} frames and replaces "
+            f"--frames {kw['frames']}; drop one of them"
+        )
     compile_command(**kw)
 
 
