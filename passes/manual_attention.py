@@ -15,7 +15,6 @@ must stay materialised) and its form is exactly SDPA's: the scale applied before
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Callable
@@ -26,8 +25,6 @@ from torch.export import ExportedProgram
 from torch.fx import Node
 
 from .graph_utils import add_constant, const_kind_of, constant_value, emit, static_shape
-
-logger = logging.getLogger(__name__)
 
 aten = torch.ops.aten
 

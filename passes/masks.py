@@ -25,9 +25,9 @@ def constant_masked_fill(ep: ExportedProgram) -> tuple[ExportedProgram, int]:
     """Rewrite every `masked_fill(x, constant bool mask, scalar)` of a floating x. Returns (program, rewrites)."""
     graph = ep.graph
     count = 0
+    consts = const_kind_of(ep)  # the masks: constants before this pass (the ones it adds are not masks)
     for node in [n for n in graph.nodes if n.op == "call_function" and n.target is aten.masked_fill.Scalar]:
         x, mask, value = node.args
-        consts = const_kind_of(ep)
         dtype = node.meta["val"].dtype
         if not (mask.op == "placeholder" and mask.name in consts) or not dtype.is_floating_point:
             continue
