@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from safetensors.torch import save_file
 import vggt_et
 from vggt_et.model.loading import read_state_dict
 from vggt_et.options import CompileOptions, QuantSettings
-from vggt_et.pipeline.compile import validate
+from vggt_et.pipeline.validation import validate
 from vggt_et.utils.errors import UserError
 
 
@@ -139,13 +140,52 @@ def test_no_images_run_does_not_speak_of_calibration(tmp_path, vggt_et_cli, tiny
 
 def test_tflite_conversion_refused_up_front_when_memory_is_short(tmp_path, monkeypatch) -> None:
     import vggt_et.utils.timing
-    from vggt_et.pipeline.compile import _check_tflite_memory
+    from vggt_et.pipeline.validation import check_tflite_memory
 
     options = CompileOptions(
         preset="vggt-1b", random_weights=True, backend="tflite", output=str(tmp_path / "m")
     )
     monkeypatch.setattr(vggt_et.utils.timing, "available_memory_bytes", lambda: 16 * 2**30)
     with pytest.raises(UserError, match=r"needs about 20\.0 GiB .* 16\.0 GiB is available"):
-        _check_tflite_memory(options, ["depth"])  # measured: 20.0 GiB for VGGT-1B depth-only
+        check_tflite_memory(options, ["depth"])  # measured: 20.0 GiB for VGGT-1B depth-only
     monkeypatch.setattr(vggt_et.utils.timing, "available_memory_bytes", lambda: 64 * 2**30)
-    _check_tflite_memory(options, ["depth"])
+    check_tflite_memory(options, ["depth"])
+
+
+_COMPILE_IMPORT_PROBE = """
+import sys
+from vggt_et.cli import main
+
+codes = []
+for args in {cases!r}:
+    try:
+        main(args)
+    except SystemExit as stop:
+        codes.append(stop.code)
+print(repr((codes, sorted(m for m in sys.modules if m.split(".")[0] == "executorch" or m.startswith("vggt_et.passes")))))
+"""
+
+
+def test_compile_refuses_bad_flags_before_importing_the_compiler(tmp_path) -> None:
+    """A typo is answered in about a second: ExecuTorch and the passes (seconds to import) are loaded only
+    once every flag is good. Before, the checks lived in the compile driver, which imports both."""
+    tiny = ["compile", "--preset", "tiny", "--random-weights", "-o", str(tmp_path / "m.pte")]
+    cases = [
+        [*tiny, "--frames", "0"],
+        [*tiny, "--attention-budget", "3 parsecs"],
+        [*tiny, "--quant", "int3"],
+        [*tiny, "--backend", "qnn"],  # no QNN SDK here
+        [*tiny, "--quant", "w4-fisher", "--fisher", str(tmp_path / "missing.pt")],
+        [*tiny, "--keep-float", "re:(", "--quant", "int8"],
+        [*tiny, "--int8-activations", "dynamic", "--quant", "w4"],
+        ["compile", "--preset", "tiny", "--checkpoint", str(tmp_path / "none.safetensors"), "-o", "x.pte"],
+    ]
+    probe = _COMPILE_IMPORT_PROBE.format(cases=cases)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    codes, compiler_modules = eval(done.stdout.strip().splitlines()[-1])  # noqa: S307 (our own probe's repr)
+    assert codes == [2] * len(cases), done.stderr
+    assert compiler_modules == [], compiler_modules
+    assert not list(tmp_path.glob("*.pte"))

@@ -140,7 +140,7 @@ class W4FisherFlags:
 
 @dataclass
 class CompileOptions:
-    """Everything `vggt-et compile` is asked for (checked by pipeline.compile.validate before any work)."""
+    """Everything `vggt-et compile` is asked for (checked by pipeline.validation.validate before any work)."""
 
     preset: str = "vggt-1b"
     checkpoint: str | None = None

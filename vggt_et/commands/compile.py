@@ -24,7 +24,7 @@ def default_report_path(output: str) -> str:
 
 def options_from_flags(kw: dict[str, Any]) -> CompileOptions:
     """Click's keyword arguments → CompileOptions (typed settings per scheme; sizes parsed)."""
-    from vggt_et.passes.bounded_attention import parse_budget
+    from vggt_et.utils.sizes import parse_budget
 
     kw = dict(kw)
     quantization = QuantSettings(
@@ -48,12 +48,16 @@ def options_from_flags(kw: dict[str, Any]) -> CompileOptions:
 
 
 def compile_command(**kw: Any) -> None:
-    """Compile, then print the stage times and one paragraph on the program."""
-    from vggt_et.pipeline.compile import compile_model
-    from vggt_et.utils.tables import format_table
+    """Check every flag first (seconds), then compile; print the stage times and one paragraph on the program."""
+    from vggt_et.pipeline.validation import validate
 
     options = options_from_flags(kw)
-    report = compile_model(options)
+    checked = validate(options)
+
+    from vggt_et.pipeline.compile import compile_model  # imports ExecuTorch: only once the flags are good
+    from vggt_et.utils.tables import format_table
+
+    report = compile_model(options, checked=checked)
     rows = [(stage, seconds) for stage, seconds in report["stage_seconds"].items()]
     rows.append(("total", report["total_seconds"]))
     click.echo(format_table(["stage", "seconds"], rows))
