@@ -196,6 +196,11 @@ def constant_value(ep: ExportedProgram, spec: InputSpec) -> torch.Tensor:
     return ep.state_dict[spec.target]
 
 
+def filled_constant(where: torch.Tensor, value: float, dtype: torch.dtype) -> torch.Tensor:
+    """`value` where the bool tensor `where` is set, 0 elsewhere: a constant mask as a tensor to add."""
+    return torch.zeros(where.shape, dtype=dtype).masked_fill(where, value)
+
+
 def add_constant(ep: ExportedProgram, tensor: torch.Tensor, base_name: str = "_folded_const") -> Node:
     """Register `tensor` as a lifted constant input (placed before the user inputs) and return its node.
 

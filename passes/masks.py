@@ -16,7 +16,7 @@ import math
 import torch
 from torch.export import ExportedProgram
 
-from .graph_utils import add_constant, const_kind_of, constant_value, done, emit
+from .graph_utils import add_constant, const_kind_of, constant_value, done, emit, filled_constant
 
 aten = torch.ops.aten
 
@@ -32,7 +32,7 @@ def constant_masked_fill(ep: ExportedProgram) -> tuple[ExportedProgram, int]:
         if not (mask.op == "placeholder" and mask.name in consts) or not dtype.is_floating_point:
             continue
         filled = constant_value(ep, consts[mask.name]).to(torch.bool)
-        fill = torch.zeros(filled.shape, dtype=dtype).masked_fill(filled, float(value))
+        fill = filled_constant(filled, float(value), dtype)
         with graph.inserting_before(node):
             if math.isinf(float(value)):
                 scaled = x

@@ -28,6 +28,7 @@ from .graph_utils import (
     constant_value,
     done,
     emit,
+    filled_constant,
     prod,
     static_shape,
 )
@@ -49,8 +50,7 @@ def _additive_mask(ep: ExportedProgram, node: Node, mask, n: int, m: int, dtype:
     graph = ep.graph
     if causal:
         tri = torch.ones(n, m, dtype=torch.bool).tril()
-        const = torch.zeros(n, m, dtype=dtype).masked_fill(~tri, float("-inf"))
-        return add_constant(ep, const, "_sdpa_causal_mask")
+        return add_constant(ep, filled_constant(~tri, float("-inf"), dtype), "_sdpa_causal_mask")
     if mask is None:
         return None
     if not isinstance(mask, Node):
@@ -63,8 +63,7 @@ def _additive_mask(ep: ExportedProgram, node: Node, mask, n: int, m: int, dtype:
     consts = const_kind_of(ep)
     if mask.op == "placeholder" and mask.name in consts:
         data = constant_value(ep, consts[mask.name])
-        const = torch.zeros(data.shape, dtype=dtype).masked_fill(~data, float("-inf"))
-        return add_constant(ep, const, "_sdpa_mask")
+        return add_constant(ep, filled_constant(~data, float("-inf"), dtype), "_sdpa_mask")
     additive = emit(graph, aten.where.Scalar, (mask, 0.0, float("-inf")), like=node)  # float32
     if dtype != additive.meta["val"].dtype:
         additive = emit(graph, aten._to_copy.default, (additive,), {"dtype": dtype}, like=node)
