@@ -166,9 +166,10 @@ print(repr((codes, sorted(m for m in sys.modules if m.split(".")[0] == "executor
 """
 
 
-def test_compile_refuses_bad_flags_before_importing_the_compiler(tmp_path) -> None:
+def test_bad_flags_are_refused_before_importing_the_compiler(tmp_path) -> None:
     """A typo is answered in about a second: ExecuTorch and the passes (seconds to import) are loaded only
-    once every flag is good. Before, the checks lived in the compile driver, which imports both."""
+    once every flag is good. Before, compile's checks lived in the compile driver, which imports both, and
+    audit and demo imported them before their checks."""
     tiny = ["compile", "--preset", "tiny", "--random-weights", "-o", str(tmp_path / "m.pte")]
     cases = [
         [*tiny, "--frames", "0"],
@@ -179,6 +180,9 @@ def test_compile_refuses_bad_flags_before_importing_the_compiler(tmp_path) -> No
         [*tiny, "--keep-float", "re:(", "--quant", "int8"],
         [*tiny, "--int8-activations", "dynamic", "--quant", "w4"],
         ["compile", "--preset", "tiny", "--checkpoint", str(tmp_path / "none.safetensors"), "-o", "x.pte"],
+        ["audit", "--preset", "tiny", "--random-weights", "--json", str(tmp_path / "nofolder" / "a.json")],
+        ["audit", "--preset", "tiny", "--checkpoint", str(tmp_path / "none.pt")],
+        ["demo", "-o", str(tmp_path / "m.pte"), "--checkpoint", "builtin:nothing"],
     ]
     probe = _COMPILE_IMPORT_PROBE.format(cases=cases)
     done = subprocess.run(

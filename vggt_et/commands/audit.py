@@ -26,7 +26,6 @@ def audit_command(
     """Checks every argument, exports the preset, audits it; prints the table, writes the JSON, returns it."""
     from vggt_et.model.loading import check_model_source, load_model
     from vggt_et.model.presets import get_preset
-    from vggt_et.passes import audit_program, format_audit
     from vggt_et.utils import checks
 
     shape = ProgramShape(frames, height, width, get_preset(preset).patch_size)
@@ -36,6 +35,8 @@ def audit_command(
     if json_path:
         checks.output_file(json_path, "--json")
         checks.distinct_paths({"--json": json_path}, {"--checkpoint": checkpoint})
+    from vggt_et.passes import audit_program, format_audit  # imports ExecuTorch: only once the flags are good
+
     clock = StageClock()
     with clock.stage("load", preset):
         model = load_model(preset, checkpoint, random_weights=random_weights, seed=seed, heads=heads)

@@ -71,7 +71,6 @@ def run_demo(
         write_outputs,
     )
     from vggt_et.outputs.visualize import side_by_side_png
-    from vggt_et.pipeline.compile import compile_model
     from vggt_et.utils.files import write_json
     from vggt_et.utils.tables import format_table
 
@@ -100,6 +99,8 @@ def run_demo(
         preset=preset, checkpoint=checkpoint, random_weights=random_weights, frames=frames, height=height,
         width=width, outputs=outputs, output=str(pte), report=str(pte.with_suffix(".json")),
     )  # fmt: skip
+    from vggt_et.pipeline.compile import compile_model  # imports ExecuTorch: after the checks above
+
     report = compile_model(options)
 
     click.echo(f"3/4 running {pte.name} on the scene -> {out_dir / 'run'}")
